@@ -1,0 +1,63 @@
+"""`r1lab <command>`: parse one config dataclass per command and call the command.
+
+Each command lives in ``r1lab/commands/<name>.py`` and exposes ``Config`` (a dataclass whose
+fields are its flags, documented with ``metadata={"help": ...}``), ``run(cfg)`` and a one-line
+``HELP``. Fields named in ``POSITIONAL`` (a tuple in the module) become positional arguments.
+Every command also takes ``--recipe FILE.toml`` (keys are field names; flags override it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from r1lab.config import ConfigError, add_dataclass_args, build_config
+
+COMMANDS = ("pretrain", "eval", "score", "zero", "report")
+
+
+def _load(name: str):
+    return importlib.import_module(f"r1lab.commands.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="r1lab",
+        description="Train reasoning models with the DeepSeek-R1 recipe: pretrain a tiny base, "
+        "R1-Zero GRPO, evaluate, score, report.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        mod = _load(name)
+        p = sub.add_parser(name, help=mod.HELP, description=(mod.__doc__ or mod.HELP).strip().split("\n\n")[0])
+        positional = getattr(mod, "POSITIONAL", ())
+        for pos in positional:
+            p.add_argument(pos, nargs="?", default=None, help=f"{pos} (see --help of the field)")
+        add_dataclass_args(p, mod.Config, skip=positional)
+        p.add_argument("--recipe", default=None, help="TOML recipe file; flags override its values")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    mod = _load(args.command)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "recipe")}
+    try:
+        cfg = build_config(mod.Config, args.recipe, overrides, section=args.command)
+        mod.run(cfg)
+    except ConfigError as exc:
+        print(f"r1lab {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"r1lab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Rule-based rewards: answer extraction, format, math equivalence, language consistency."""

@@ -1,0 +1,34 @@
+"""Built-in tasks. ``get_task("countdown")``, ``get_task("gsm8k", data="path.jsonl")``.
+
+| name       | examples from                          | answer checked by                 |
+|------------|----------------------------------------|-----------------------------------|
+| countdown  | seeded generator (solvable only)       | safe expression eval, numbers use |
+| arithmetic | seeded generator, worked solutions     | integer equality                  |
+| gsm8k      | local JSONL/JSON/parquet or hub id     | numeric equality                  |
+| math       | local JSONL/JSON/parquet or hub id     | math-verify symbolic equivalence  |
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from r1lab.tasks.base import Grade, Task, TaskOptions
+
+TASKS = {
+    "countdown": "r1lab.tasks.countdown:Countdown",
+    "arithmetic": "r1lab.tasks.arithmetic:Arithmetic",
+    "gsm8k": "r1lab.tasks.gsm8k:GSM8K",
+    "math": "r1lab.tasks.math:Math",
+}
+
+
+def get_task(name: str, **kwargs: Any) -> Task:
+    """Build a task by name; keyword arguments are its options (template, data, fields, ...)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)
+
+
+__all__ = ["Grade", "Task", "TaskOptions", "TASKS", "get_task"]

@@ -1,0 +1,145 @@
+"""What every task shares: prompt templates, the Grade record and the reward built from it.
+
+A task is a small object with four duties (see ``Task``): its examples (deterministic
+splits), a prompt for an example, ``grade(example, completion) -> Grade``, and
+``reward(example, completion) -> (float, components)``. Reward and evaluation both call
+``grade``, so what is trained and what is reported cannot drift apart.
+
+Reward (R1 §2.2.2, summed): accuracy_weight·correct + format_weight·format_ok
+(+ language_weight·language_consistency when language_weight > 0). R1 weighs accuracy and
+format equally; r1lab defaults format to 0.1 so that a well-formatted wrong answer is not
+worth half a right one (TinyZero does the same). Set ``format_weight=1.0`` for R1's choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from r1lab.rewards.format import parse_response
+
+R1_ZERO_TEMPLATE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process "
+    "here </think> <answer> answer here </answer>. User: {question} Assistant: <think>"
+)
+SHORT_TEMPLATE = "{question}\n<think>"
+TEMPLATES = ("r1", "short", "chat", "plain")
+CHAT_SYSTEM = (
+    "Reason step by step inside <think> </think>, then give the final answer inside "
+    "<answer> </answer>."
+)
+
+
+@dataclass
+class Grade:
+    """Result of grading one completion. ``extracted`` is the normalised answer used for voting."""
+
+    correct: bool
+    format_ok: bool
+    extracted: str | None
+    error: str | None = None  # grader problem (timeout, crash): counted, never silent
+
+
+@dataclass
+class TaskOptions:
+    """Options common to every task (each task may add its own)."""
+
+    template: str = field(default="r1", metadata={"help": "prompt template: r1 | short | chat | plain"})
+    language: str = field(default="en", metadata={"help": "target language of the reasoning (en | zh)"})
+    accuracy_weight: float = 1.0
+    format_weight: float = 0.1
+    language_weight: float = 0.0
+
+
+def render_prompt(question: str, template: str, tokenizer: Any = None) -> str:
+    """Turn a question into the text the model continues.
+
+    ``r1``: R1-Zero's template, ending in ``<think>``. ``short``: ``question\\n<think>`` (tiny model).
+    ``chat``: the tokenizer's chat template with a system line asking for the tags.
+    ``plain``: the question as is.
+    """
+    if template == "r1":
+        return R1_ZERO_TEMPLATE.format(question=question)
+    if template == "short":
+        return SHORT_TEMPLATE.format(question=question)
+    if template == "plain":
+        return question
+    if template == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template 'chat' needs a tokenizer with a chat_template")
+        messages = [{"role": "system", "content": CHAT_SYSTEM}, {"role": "user", "content": question}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+
+
+class Task:
+    """Base of the built-in tasks: subclasses set ``name`` and implement ``examples``,
+    ``question`` and ``check`` (is the extracted answer right?) and ``extract``."""
+
+    name = "task"
+    default_template = "r1"
+
+    def __init__(self, options: TaskOptions | None = None, **kwargs: Any):
+        self.options = options or TaskOptions(template=self.default_template)
+        for key, val in kwargs.items():
+            if hasattr(self.options, key):
+                setattr(self.options, key, val)
+            else:
+                raise TypeError(f"task {self.name!r} has no option {key!r}")
+
+    # --- to implement ----------------------------------------------------------------
+    def examples(self, split: str) -> list[dict]:
+        raise NotImplementedError
+
+    def question(self, example: dict) -> str:
+        raise NotImplementedError
+
+    def extract(self, completion: str) -> str | None:
+        """The final answer in a completion (normalised for majority voting), or None."""
+        raise NotImplementedError
+
+    def check(self, example: dict, answer: str) -> bool:
+        """Is an extracted answer correct for this example?"""
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------
+    def prompt(self, example: dict, tokenizer: Any = None) -> str:
+        return render_prompt(self.question(example), self.options.template, tokenizer)
+
+    def prompt_opens_think(self) -> bool:
+        return self.options.template in ("r1", "short")
+
+    def grade(self, example: dict, completion: str) -> Grade:
+        """Grade one completion. Total: never raises; grader errors land in ``Grade.error``."""
+        if not isinstance(completion, str):
+            completion = "" if completion is None else str(completion)
+        fmt = parse_response(completion, self.prompt_opens_think()).format_ok
+        try:
+            answer = self.extract(completion)
+            correct = bool(answer is not None and self.check(example, answer))
+            return Grade(correct=correct, format_ok=fmt, extracted=answer)
+        except Exception as exc:  # a grader bug must not kill a run; it is reported
+            return Grade(correct=False, format_ok=fmt, extracted=None, error=f"{type(exc).__name__}: {exc}")
+
+    def reward(self, example: dict, completion: str) -> tuple[float, dict[str, float]]:
+        """Scalar reward and its components (accuracy, format, language)."""
+        g = self.grade(example, completion)
+        o = self.options
+        comps = {"accuracy": float(g.correct), "format": float(g.format_ok)}
+        total = o.accuracy_weight * comps["accuracy"] + o.format_weight * comps["format"]
+        if o.language_weight > 0:
+            from r1lab.rewards.language import language_consistency
+
+            think = parse_response(completion, self.prompt_opens_think()).think
+            comps["language"] = language_consistency(think, o.language)
+            total += o.language_weight * comps["language"]
+        if g.error:
+            comps["grader_error"] = 1.0
+        return float(total), comps
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, **dataclasses.asdict(self.options)}

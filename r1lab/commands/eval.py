@@ -1,0 +1,160 @@
+"""Evaluate a model on a task: k samples per problem, pass@1, cons@k, pass@k.
+
+    r1lab eval                                            # shipped base, countdown, k=8
+    r1lab eval --model Qwen/Qwen2.5-0.5B --task gsm8k --data ../shared/data/gsm8k/test.jsonl \\
+               --template chat --k 16 --limit 200 --max-new-tokens 1024
+
+As R1 reports it: k samples per problem at temperature 0.6, top-p 0.95; pass@1 is the mean
+correctness over all k samples (then over problems), cons@k the correctness of the majority
+answer, pass@k the unbiased estimator 1 − C(n−c,k)/C(n,k). Writes ``eval.json`` (metrics +
+every sample) and ``eval.md`` to ``--output-dir``, and prints the metrics as one JSON object
+on the last line. Sampling goes through ``r1lab.rollout`` — the same engine GRPO trains with.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from r1lab.config import ConfigError, to_dict
+from r1lab.metrics import summarize
+from r1lab.reflection import reflection_rate
+from r1lab.models import load_model, load_tokenizer, pick_device
+from r1lab.rollout import HFEngine, SamplingParams
+from r1lab.tasks import get_task
+
+HELP = "sample k responses per problem and report pass@1, cons@k, pass@k"
+
+
+@dataclass
+class Config:
+    model: str = field(default="", metadata={"help": "model directory or hub id ('' = shipped base)"})
+    task: str = field(default="countdown", metadata={"help": "countdown | arithmetic | gsm8k | math"})
+    data: str = field(default="", metadata={"help": "data file or hub dataset id (gsm8k, math)"})
+    split: str = field(default="test", metadata={"help": "which split to evaluate"})
+    template: str = field(default="", metadata={"help": "prompt template ('' = the task's default)"})
+    language: str = field(default="", metadata={"help": "target language ('' = task default)"})
+    k: int = field(default=8, metadata={"help": "samples per problem"})
+    temperature: float = field(default=0.6, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling (0 = off)"})
+    max_new_tokens: int = field(default=192, metadata={"help": "completion length limit"})
+    limit: int = field(default=0, metadata={"help": "evaluate the first N problems (0 = all)"})
+    batch_size: int = field(default=256, metadata={"help": "sequences decoded at once"})
+    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
+    output_dir: str = field(default="runs/eval", metadata={"help": "where eval.json / eval.md go"})
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise ConfigError("k must be >= 1")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("top_p must be in (0, 1]")
+        if self.temperature < 0:
+            raise ConfigError("temperature must be >= 0")
+
+
+def task_kwargs(cfg: Any) -> dict[str, Any]:
+    kw = {}
+    for name in ("data", "template", "language"):
+        val = getattr(cfg, name, "")
+        if val:
+            kw[name] = val
+    return kw
+
+
+def evaluate(
+    model,
+    tokenizer,
+    task,
+    examples: list[dict],
+    k: int,
+    params: SamplingParams,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> tuple[dict[str, float], list[dict]]:
+    """Sample k completions per example, grade them, and summarise.
+
+    Returns (metrics, records); records hold each problem's prompt, completions and grades.
+    """
+    engine = HFEngine(model, tokenizer, max_batch=batch_size)
+    per_chunk = max(1, batch_size // k)
+    records, grades, lengths = [], [], []
+    t0 = time.time()
+    n_tokens = 0
+    bar = tqdm(total=len(examples), desc="eval", unit="problem", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(examples), per_chunk):
+        chunk = examples[start : start + per_chunk]
+        prompts = [task.prompt(ex, tokenizer) for ex in chunk]
+        out = engine.generate(prompts, params, n=k)
+        for i, ex in enumerate(chunk):
+            samples = out.samples[i * k : (i + 1) * k]
+            g = [task.grade(ex, s.text) for s in samples]
+            grades.append(g)
+            lengths.append([len(s.completion_ids) for s in samples])
+            n_tokens += sum(lengths[-1])
+            records.append(
+                {
+                    "id": ex.get("id"),
+                    "prompt": prompts[i],
+                    "answer": ex.get("answer"),
+                    "responses": [s.text for s in samples],
+                    "correct": [x.correct for x in g],
+                    "extracted": [x.extracted for x in g],
+                    "finish": [s.finish_reason for s in samples],
+                }
+            )
+        bar.update(len(chunk))
+        done = [c for r in records for c in r["correct"]]
+        bar.set_postfix(pass1=f"{sum(done) / max(1, len(done)):.3f}")
+    bar.close()
+    metrics = summarize(grades, lengths)
+    texts = [t for r in records for t in r["responses"]]
+    metrics["reflection_rate"] = reflection_rate(texts)
+    metrics["truncated_share"] = sum(f == "length" for r in records for f in r["finish"]) / max(1, len(texts))
+    metrics["tokens_per_s"] = n_tokens / max(1e-9, time.time() - t0)
+    metrics["seconds"] = time.time() - t0
+    return metrics, records
+
+
+def write_markdown(path: Path, cfg: Config, metrics: dict, records: list[dict]) -> None:
+    lines = [f"# r1lab eval: {cfg.task} on {cfg.model or 'shipped base'}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    lines += ["", "## Sample completions", ""]
+    for r in records[:5]:
+        lines += [f"**{r['id']}** (gold {r['answer']}): correct {r['correct'][0]}", "", "```", r["prompt"] + r["responses"][0], "```", ""]
+    path.write_text("\n".join(lines))
+
+
+def run(cfg: Config) -> dict:
+    device = pick_device(cfg.device)
+    task = get_task(cfg.task, **task_kwargs(cfg))
+    examples = task.examples(cfg.split)
+    if cfg.limit:
+        examples = examples[: cfg.limit]
+    if not examples:
+        raise ConfigError(f"task {cfg.task!r} split {cfg.split!r} has no examples")
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, device=device)
+    torch.manual_seed(cfg.seed)
+    params = SamplingParams(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        seed=cfg.seed,
+    )
+    metrics, records = evaluate(model, tokenizer, task, examples, cfg.k, params, cfg.batch_size)
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {"metrics": metrics, "config": to_dict(cfg), "task": task.describe(), "records": records}
+    (out_dir / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    write_markdown(out_dir / "eval.md", cfg, metrics, records)
+    print(json.dumps({"task": cfg.task, "model": cfg.model or "default", **metrics}))
+    return metrics

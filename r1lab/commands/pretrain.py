@@ -1,0 +1,131 @@
+"""Pretrain r1lab's embedded default base model on its synthetic corpus.
+
+    r1lab pretrain --output r1lab/assets/base          # the shipped default (~15 min, 2 cores)
+    r1lab pretrain --output /tmp/base --steps 50       # a quick smoke build
+
+Steps: generate the corpus (r1lab.corpus) -> train a byte-level BPE tokenizer on it -> build a
+tiny Qwen2 (r1lab.models.tiny_config) -> next-token training on random windows of the packed
+token stream (AdamW, warm-up then cosine decay) -> ``save_pretrained`` model and tokenizer.
+Deterministic for a seed on a given machine and thread count. Unlike a real pretraining run,
+the corpus is the task's own format: this base plays the role of a base model that has seen
+worked solutions of varying quality on the web.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from r1lab import corpus
+from r1lab.config import ConfigError, to_dict
+from r1lab.models import DEFAULT_MODEL, build_tokenizer, count_parameters, save_pretrained_atomic, tiny_config
+
+HELP = "build the tiny default base model from r1lab's synthetic corpus"
+
+
+@dataclass
+class Config:
+    output: str = field(default=DEFAULT_MODEL, metadata={"help": "directory to write the model to"})
+    steps: int = field(default=2000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per step"})
+    seq_len: int = field(default=128, metadata={"help": "tokens per training sequence"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
+    warmup: int = field(default=100, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    documents: int = field(default=200000, metadata={"help": "documents in the corpus"})
+    vocab_size: int = field(default=512, metadata={"help": "BPE vocabulary size (before the 4 tag tokens)"})
+    hidden_size: int = field(default=192, metadata={"help": "model width"})
+    layers: int = field(default=4, metadata={"help": "transformer layers"})
+    seed: int = field(default=0, metadata={"help": "seed of corpus, init and batches"})
+    threads: int = field(default=0, metadata={"help": "torch threads (0 = all cores)"})
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.seq_len < 8:
+            raise ConfigError("steps, batch_size must be >= 1 and seq_len >= 8")
+        if self.hidden_size % 64:
+            raise ConfigError("hidden_size must be a multiple of 64 (head size 48 x 4 heads fits 192)")
+
+
+def _lr_at(step: int, cfg: Config) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def run(cfg: Config) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    docs = corpus.documents(cfg.documents, cfg.seed)
+    tok = build_tokenizer(docs[:50000], vocab_size=cfg.vocab_size)
+    eos = tok.eos_token_id
+    ids: list[int] = []
+    for chunk in range(0, len(docs), 10000):
+        for row in tok(docs[chunk : chunk + 10000], add_special_tokens=False)["input_ids"]:
+            ids.extend(row)
+            ids.append(eos)
+    stream = torch.tensor(ids, dtype=torch.long)
+    vocab = len(tok)
+    model_cfg = tiny_config(
+        vocab_size=(vocab + 63) // 64 * 64,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.layers,
+        eos_token_id=eos,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=eos,
+    )
+    model = AutoModelForCausalLM.from_config(model_cfg, attn_implementation="sdpa")
+    n_params = count_parameters(model)
+    print(f"corpus: {len(docs)} documents, {len(stream)} tokens; vocab {vocab}; model {n_params / 1e6:.2f}M params")
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    bar = tqdm(range(cfg.steps), desc="pretrain", unit="step", dynamic_ncols=True)
+    t_train = time.time()
+    loss_ema = None
+    for step in bar:
+        starts = torch.randint(0, len(stream) - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
+        batch = torch.stack([stream[s : s + cfg.seq_len + 1] for s in starts.tolist()])
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        logits = model(input_ids=batch[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
+        tok_s = (step + 1) * cfg.batch_size * cfg.seq_len / (time.time() - t_train)
+        bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tok_s:,.0f}")
+    model.eval()
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = tok.pad_token_id
+    Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+    save_pretrained_atomic(model, tok, cfg.output)
+    summary = {
+        "params": n_params,
+        "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
+        "corpus_tokens": len(stream),
+        "final_loss_ema": loss_ema,
+        "minutes": (time.time() - t0) / 60,
+        "config": to_dict(cfg),
+    }
+    (Path(cfg.output) / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    return summary

@@ -1,0 +1,148 @@
+"""Load and save Hugging Face models and tokenizers; the tiny default's config and tokenizer.
+
+Every model in r1lab is a plain ``transformers`` causal LM. ``load_model`` and
+``load_tokenizer`` take a local directory or a hub id through the same code
+(``from_pretrained``). ``DEFAULT_MODEL`` is the base model that ``r1lab pretrain`` builds and
+the repository ships: a Qwen2 architecture with a tiny config and a byte-level BPE tokenizer
+trained by ``tokenizers`` on r1lab's synthetic corpus. Both load with nothing from r1lab:
+
+    AutoModelForCausalLM.from_pretrained("r1lab/assets/base")
+    AutoTokenizer.from_pretrained("r1lab/assets/base")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_MODEL = str(Path(__file__).resolve().parent / "assets" / "base")
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
+TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
+
+
+def build_tokenizer(texts: list[str], vocab_size: int = 512):
+    """Byte-level BPE over digits kept one per token (so arithmetic is per digit).
+
+    Returns a ``PreTrainedTokenizerFast`` with eos/pad set; the think/answer tags are single
+    added tokens. Any Unicode string encodes (byte fallback through the byte alphabet).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(r"<\/?(think|answer)>", behavior="isolated"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        bos_token=None,
+        model_max_length=1024,
+        clean_up_tokenization_spaces=False,
+    )
+    fast.add_tokens(TAG_TOKENS)
+    return fast
+
+
+def tiny_config(vocab_size: int, **overrides: Any):
+    """The default base's architecture: a 4-layer Qwen2 (≈2M parameters)."""
+    from transformers import Qwen2Config
+
+    cfg = dict(
+        vocab_size=vocab_size,
+        hidden_size=192,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+        use_cache=True,
+    )
+    cfg.update(overrides)
+    return Qwen2Config(**cfg)
+
+
+def resolve_model(name: str | None) -> str:
+    """'' / None / 'default' -> the shipped base; anything else is a path or a hub id."""
+    if not name or name == "default":
+        if not (Path(DEFAULT_MODEL) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"the default base model is missing at {DEFAULT_MODEL}; build it with `r1lab pretrain`"
+            )
+        return DEFAULT_MODEL
+    return name
+
+
+def load_tokenizer(name: str | None = None):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(name))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name: str | None = None, dtype: str = "auto", device: str = "cpu"):
+    """A causal LM from a local directory or hub id, in eval mode, on ``device``.
+
+    ``dtype``: 'auto' (float32 on CPU, bfloat16 on CUDA), 'float32', 'bfloat16', 'float16'.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    attn = "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=torch_dtype, attn_implementation=attn)
+    return model.to(device).eval()
+
+
+def save_pretrained_atomic(model, tokenizer, path: str | os.PathLike) -> None:
+    """Write model + tokenizer with ``save_pretrained`` into a temp dir, then rename into place."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        path.rename(old)
+    tmp.rename(path)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def pick_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -233,3 +233,31 @@ def read_rows(
     if skipped > _SHOW_SKIPS:
         log.warning("skipped %d bad rows in %s in all", skipped, source)
     return rows, skipped
+
+
+def load_qa(
+    source: str,
+    split: str,
+    question_field: str,
+    answer_field: str,
+    skip_bad: bool = False,
+    limit: int = 0,
+    id_prefix: str = "row",
+) -> tuple[list[dict], int]:
+    """Question/answer rows for a task: each has ``id`` (the row's ``id``/``unique_id``, else
+    ``{id_prefix}-{split}-{i}``), ``question``, ``answer`` (raw text of ``answer_field``) and every
+    other source field. ``limit > 0`` keeps the first ``limit`` rows. Returns (rows, skipped)."""
+    rows, skipped = read_rows(source, split, required=(question_field, answer_field), skip_bad=skip_bad)
+    if limit > 0:
+        rows = rows[:limit]
+    out = []
+    for i, row in enumerate(rows):
+        rid = row.get("id", row.get("unique_id"))
+        example = {"id": str(rid) if rid is not None else f"{id_prefix}-{split}-{i}"}
+        example.update({k: v for k, v in row.items() if k not in (question_field, answer_field, "id")})
+        example["question"] = row[question_field]
+        example["answer"] = row[answer_field]
+        if answer_field != "answer" and answer_field not in example:
+            example[answer_field] = row[answer_field]  # e.g. keep "solution" when it is the gold source
+        out.append(example)
+    return out, skipped

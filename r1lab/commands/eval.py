@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from r1lab.config import ConfigError, to_dict
 from r1lab.metrics import summarize
-from r1lab.reflection import reflection_rate
 from r1lab.models import load_model, load_tokenizer, pick_device
+from r1lab.reflection import reflection_rate
 from r1lab.rollout import HFEngine, SamplingParams
 from r1lab.tasks import get_task
 

@@ -159,7 +159,10 @@ def _final_a_line(text: str) -> str | None:
     return _clean(m.group(1)) if m else None
 
 
-def _last_number(text: str) -> str | None:
+def last_number(text: str) -> str | None:
+    """The last number in (the last 10k characters of) ``text``, as written; None if none."""
+    if not isinstance(text, str):
+        return None
     last = None
     for m in _NUMBER_RE.finditer(_tail(text, TAIL_CHARS)):
         last = m
@@ -172,7 +175,7 @@ _EXTRACTORS = {
     "hashes": _hashes,
     "answer_is": _answer_is,
     "final_a_line": _final_a_line,
-    "last_number": _last_number,
+    "last_number": last_number,
 }
 
 

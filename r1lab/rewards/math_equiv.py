@@ -4,7 +4,7 @@
 
 1. **Fast path, in process, no sympy**: the two answers are identical after LaTeX clean-up
    (``normalize_latex``: outer ``$…$``/``\\boxed{}``, ``\\left``/``\\right``, spacing, ``\\dfrac``,
-   whitespace, trailing period) -> True; both are plain numbers (``number_value``, exact
+   whitespace except between letters, trailing period) -> True; both are plain numbers (``number_value``, exact
    fractions) -> equal values are True, two unequal integers are False.
 2. **math-verify** (``parse`` + ``verify``, gold first) in a worker subprocess, each answer wrapped
    as ``\\boxed{…}`` (then ``$…$``, then bare) so LaTeX gold like ``\\left( 3, \\frac{\\pi}{2} \\right)``
@@ -46,6 +46,7 @@ from r1lab.rewards.extract import find_boxed, number_value
 MAX_CHARS = 5_000  # answers are cut to this length before any comparison
 START_TIMEOUT = 120.0  # seconds to wait for a worker to import math-verify
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)(?![A-Za-z])")
+_SPACE_RE = re.compile(r" (?![A-Za-z])|(?<![A-Za-z]) ")
 _SPACING = ("\\!", "\\,", "\\;", "\\:", "\\ ", "\\displaystyle", "\\quad")
 _STAT_KEYS = ("pairs", "fast_path", "worker_items", "timeouts", "errors", "restarts", "unavailable")
 _stats = dict.fromkeys(_STAT_KEYS, 0)
@@ -82,7 +83,8 @@ def normalize_latex(s: str) -> str:
     for token in _SPACING:
         s = s.replace(token, " ")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    return "".join(s.split()).rstrip(".")
+    s = _SPACE_RE.sub("", " ".join(s.split()))  # keep only spaces between letters: "\\cdot y"
+    return s.rstrip(".").strip()
 
 
 def _quick(pred: str, gold: str) -> bool | None:
@@ -174,14 +176,14 @@ class Grader:
         self._ready = False
         self._buf = b""
         self._start_failures = 0
+        self.worker_code = "from r1lab.rewards.math_equiv import _worker_main; _worker_main()"
 
     # process management
     def _start(self) -> None:
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-        code = "from r1lab.rewards.math_equiv import _worker_main; _worker_main()"
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", code],
+            [sys.executable, "-c", self.worker_code],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -125,6 +125,12 @@ class Task:
         except Exception as exc:  # a grader bug must not kill a run; it is reported
             return Grade(correct=False, format_ok=fmt, extracted=None, error=f"{type(exc).__name__}: {exc}")
 
+    def grade_many(self, examples: list[dict], completions: list[str]) -> list[Grade]:
+        """Grade (example, completion) pairs; tasks with a costly checker override it to batch."""
+        if len(examples) != len(completions):
+            raise ValueError(f"grade_many: {len(examples)} examples but {len(completions)} completions")
+        return [self.grade(e, c) for e, c in zip(examples, completions)]
+
     def reward(self, example: dict, completion: str) -> tuple[float, dict[str, float]]:
         """Scalar reward and its components (accuracy, format, language)."""
         g = self.grade(example, completion)

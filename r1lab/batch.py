@@ -1,0 +1,80 @@
+"""Rollout samples -> padded tensors, and per-token log-probs of completions under a model.
+
+A packed batch holds N = B·G sequences ``prompt + completion``, right-padded to length L.
+Only the completion region matters to the losses, so tensors are cut to the columns
+``[start, L)`` where ``start`` = shortest prompt length: ``logp``, ``mask`` etc. are (N, T)
+with T = L − start, and ``mask[i, t]`` = 1 where column start+t holds a completion token of i.
+Right padding with a causal model needs no attention mask (real tokens never see the pads
+after them) and no position ids, so every forward pass here is the plain one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from r1lab.grpo import entropy_from_logits, token_logprobs_chunked
+from r1lab.rollout import Sample
+
+
+@dataclass
+class Packed:
+    input_ids: torch.Tensor  # (N, L) prompt + completion, right-padded
+    mask: torch.Tensor  # (N, T) float, 1 on completion tokens (columns start..L-1)
+    sample_logp: torch.Tensor  # (N, T) log-probs recorded at sampling time (0 under the mask)
+    start: int  # first column of the completion region
+    lengths: torch.Tensor  # (N,) completion lengths
+
+
+def pack(samples: list[Sample], pad_id: int, device: str | torch.device = "cpu") -> Packed:
+    n = len(samples)
+    full = [s.prompt_ids + s.completion_ids for s in samples]
+    width = max(len(f) for f in full)
+    start = min(len(s.prompt_ids) for s in samples)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros(n, width - start)
+    old = torch.zeros(n, width - start)
+    for i, (s, f) in enumerate(zip(samples, full)):
+        ids[i, : len(f)] = torch.tensor(f, dtype=torch.long)
+        a = len(s.prompt_ids) - start
+        b = a + len(s.completion_ids)
+        mask[i, a:b] = 1.0
+        old[i, a:b] = torch.tensor(s.logprobs, dtype=torch.float32)
+    lengths = torch.tensor([len(s.completion_ids) for s in samples])
+    return Packed(ids.to(device), mask.to(device), old.to(device), start, lengths.to(device))
+
+
+def completion_logprobs(
+    model, input_ids: torch.Tensor, start: int, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(token_t | prefix) for columns start..L-1 of ``input_ids`` (N, L) -> (N, L − start).
+
+    Logits are divided by the sampling temperature, as at sampling time, so that these match
+    the rollout's log-probs. Only the rows of the logits that predict completion columns are
+    turned into log-probs. Entropy (N, T) is computed without gradient when asked.
+    """
+    logits = model(input_ids=input_ids).logits  # (N, L, V)
+    logits = logits[:, start - 1 : -1, :]  # position j predicts token j+1
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = token_logprobs_chunked(logits, input_ids[:, start:])
+    ent = None
+    if with_entropy:
+        with torch.no_grad():
+            ent = entropy_from_logits(logits.detach().float())
+    return logp, ent
+
+
+def micro_batches(n: int, size: int, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Index sets of at most ``size`` rows. With ``lengths``, rows are sorted by length first so
+    that each micro-batch pads little (length bucketing); the union is always all n rows."""
+    order = torch.argsort(lengths.cpu(), descending=True) if lengths is not None else torch.arange(n)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def trim(packed_ids: torch.Tensor, rows: torch.Tensor, start: int, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Cut the right padding shared by ``rows``: returns (ids (n, L'), T') with T' = L' − start."""
+    m = mask[rows]
+    used = int(m.sum(0).nonzero().max().item()) + 1 if m.any() else 1
+    return packed_ids[rows, : start + used], used

@@ -1,0 +1,136 @@
+"""Grade saved responses with a task's own ``grade()`` and report pass@1, cons@k, pass@k.
+
+    r1lab score RESPONSES.jsonl --task gsm8k --output graded.jsonl
+    r1lab score math_samples.jsonl --task math --skip-bad --timeout 3
+
+RESPONSES.jsonl has one problem a line: the gold answer (``answer``; for GSM8K a bare number or
+a whole ``#### N`` solution, for MATH LaTeX or a solution with ``\\boxed{}``), a list of
+``responses`` (strings; ``null`` and ``""`` are graded as wrong, not errors), optionally
+``lengths`` (token counts, one per response) and any other fields, which are copied through.
+Use it to score samples from another engine (vLLM, an API) with exactly the reward r1lab trains on.
+
+Output (``--output``): each row again, plus ``correct``, ``extracted`` and ``format_ok`` lists
+(one entry per response; ``grader_errors`` too when a comparison timed out or failed).
+stdout: the metrics (``r1lab.metrics.summarize``) + ``skipped``, ``source``, ``task`` as ONE
+JSON object on the last line; the progress bar goes to stderr. A bad row stops the run with
+its file, line and field named, or with ``--skip-bad`` is skipped and counted in ``skipped``.
+MATH answers are compared in batches (one worker round trip per batch), so 500 rows take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from r1lab.config import ConfigError
+from r1lab.data import DataError, read_rows
+from r1lab.metrics import summarize
+from r1lab.tasks import TASKS, get_task
+
+HELP = "grade a RESPONSES.jsonl file with a task's grader and print pass@1, cons@k, pass@k"
+POSITIONAL = ("responses",)
+
+
+@dataclass
+class Config:
+    responses: str = field(default="", metadata={"help": "JSONL file: gold answer + a list of responses per row"})
+    task: str = field(default="gsm8k", metadata={"help": "task whose grade() is used: " + " | ".join(TASKS)})
+    output: str = field(default="", metadata={"help": "write graded rows to this JSONL file ('' = don't)"})
+    template: str = field(
+        default="", metadata={"help": "template the responses were sampled with; r1/short mean the prompt opened <think> ('' = task default)"}
+    )
+    skip_bad: bool = field(default=False, metadata={"help": "skip (and count) bad rows instead of stopping"})
+    response_field: str = field(default="responses", metadata={"help": "field holding the list of responses"})
+    answer_field: str = field(default="answer", metadata={"help": "field holding the gold answer"})
+    length_field: str = field(default="lengths", metadata={"help": "optional field of per-response lengths"})
+    timeout: float = field(default=5.0, metadata={"help": "seconds per symbolic comparison (math)"})
+    batch_size: int = field(default=256, metadata={"help": "responses graded per batch"})
+
+    def validate(self) -> None:
+        if not self.responses:
+            raise ConfigError("give the RESPONSES.jsonl file to score")
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; built-in tasks: {', '.join(TASKS)}")
+        if not self.timeout > 0:
+            raise ConfigError("timeout must be > 0 seconds")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+
+
+def _row_checker(cfg: Config):
+    """Per-row check for read_rows: responses must be a non-empty list of strings/nulls."""
+
+    def check(row: dict) -> str | None:
+        resp = row.get(cfg.response_field)
+        if not isinstance(resp, list) or not resp:
+            got = "missing" if resp is None else f"{type(resp).__name__} of length {len(resp)}" if isinstance(resp, list) else type(resp).__name__
+            return f"field {cfg.response_field!r}: expected a non-empty list of strings, got {got}"
+        for j, r in enumerate(resp):
+            if r is not None and not isinstance(r, str):
+                return f"field {cfg.response_field!r}[{j}]: expected a string or null, got {type(r).__name__}"
+        lengths = row.get(cfg.length_field)
+        if lengths is not None and (
+            not isinstance(lengths, list)
+            or len(lengths) != len(resp)
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in lengths)
+        ):
+            return f"field {cfg.length_field!r}: expected a list of {len(resp)} numbers (one per response)"
+        return None
+
+    return check
+
+
+def _make_task(cfg: Config):
+    task = get_task(cfg.task, **({"template": cfg.template} if cfg.template else {}))
+    if hasattr(task.options, "grader_timeout"):
+        task.options.grader_timeout = cfg.timeout
+    return task
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    cfg.validate()
+    task = _make_task(cfg)
+    rows, skipped = read_rows(
+        cfg.responses, required=(cfg.answer_field,), skip_bad=cfg.skip_bad, validate=_row_checker(cfg)
+    )
+    if not rows:
+        raise DataError(f"{cfg.responses}: no rows to score" + (f" ({skipped} bad rows skipped)" if skipped else ""))
+    flat = [(i, r if isinstance(r, str) else "") for i, row in enumerate(rows) for r in row[cfg.response_field]]
+    examples = [dict(row, answer=row[cfg.answer_field]) for row in rows]
+    grades_flat = []
+    with tqdm(total=len(flat), desc=f"score {cfg.task}", unit="resp", file=sys.stderr) as bar:
+        for start in range(0, len(flat), cfg.batch_size):
+            chunk = flat[start : start + cfg.batch_size]
+            grades_flat += task.grade_many([examples[i] for i, _ in chunk], [r for _, r in chunk])
+            bar.update(len(chunk))
+    grades: list[list] = [[] for _ in rows]
+    for (i, _), g in zip(flat, grades_flat):
+        grades[i].append(g)
+    has_lengths = all(isinstance(row.get(cfg.length_field), list) for row in rows)
+    lengths = [row[cfg.length_field] for row in rows] if has_lengths else None
+    if cfg.output:
+        _write_graded(Path(cfg.output), rows, grades)
+    metrics = summarize(grades, lengths)
+    result = {**metrics, "skipped": skipped, "source": cfg.responses, "task": cfg.task}
+    if cfg.output:
+        result["output"] = cfg.output
+    print(json.dumps(result, ensure_ascii=False))
+    return result
+
+
+def _write_graded(path: Path, rows: list[dict], grades: list[list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for row, gs in zip(rows, grades):
+            out = dict(row)
+            out["correct"] = [g.correct for g in gs]
+            out["extracted"] = [g.extracted for g in gs]
+            out["format_ok"] = [g.format_ok for g in gs]
+            if any(g.error for g in gs):
+                out["grader_errors"] = [g.error for g in gs]
+            fh.write(json.dumps(out, ensure_ascii=False) + "\n")

@@ -1,0 +1,105 @@
+"""The config of `r1lab zero` (R1-Zero GRPO, and PPO as the baseline): one dataclass, its checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from r1lab.config import ConfigError
+from r1lab.reflection import REFLECTION_WORDS
+
+
+@dataclass
+class Config:
+    # what to train
+    model: str = field(default="", metadata={"help": "base model: directory or hub id ('' = shipped base)"})
+    task: str = field(default="countdown", metadata={"help": "countdown | arithmetic | gsm8k | math"})
+    data: str = field(default="", metadata={"help": "data file or hub id for gsm8k / math"})
+    template: str = field(default="", metadata={"help": "prompt template ('' = task default)"})
+    language: str = field(default="", metadata={"help": "target language of the reasoning"})
+    language_weight: float = field(default=0.0, metadata={"help": "weight of the language-consistency reward"})
+    format_weight: float = field(default=0.1, metadata={"help": "weight of the format reward"})
+    reward_fn: str = field(default="", metadata={"help": "custom reward 'module:function' ('' = task's)"})
+    reward_timeout: float = field(default=5.0, metadata={"help": "seconds before a reward call scores 0"})
+    algo: str = field(default="grpo", metadata={"help": "grpo | ppo (value-model baseline)"})
+    output_dir: str = field(default="runs/zero", metadata={"help": "run directory"})
+    # rollout
+    steps: int = field(default=200, metadata={"help": "training steps (one rollout each)"})
+    prompts_per_step: int = field(default=16, metadata={"help": "B: prompts per step"})
+    group_size: int = field(default=16, metadata={"help": "G: samples per prompt"})
+    max_new_tokens: int = field(default=160, metadata={"help": "completion length limit"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling"})
+    top_k: int = field(default=0, metadata={"help": "rollout top-k (0 = off)"})
+    # objective
+    scale: str = field(default="group", metadata={"help": "advantage scaling: group | batch | none (Dr. GRPO)"})
+    norm: str = field(default="token", metadata={"help": "loss normalisation: sequence | token | constant"})
+    level: str = field(default="token", metadata={"help": "importance ratio: token | sequence (GSPO)"})
+    eps_low: float = field(default=0.2, metadata={"help": "clip range below 1"})
+    eps_high: float = field(default=0.28, metadata={"help": "clip range above 1 (DAPO clip-higher)"})
+    beta: float = field(default=0.0, metadata={"help": "k3 KL weight to the reference model"})
+    ref_refresh: int = field(default=0, metadata={"help": "copy the policy into the reference every N steps"})
+    dynamic_sampling: bool = field(default=False, metadata={"help": "DAPO: drop zero-spread groups, refill"})
+    max_refills: int = field(default=2, metadata={"help": "extra rollouts per step for dynamic sampling"})
+    overlong_buffer: int = field(default=0, metadata={"help": "DAPO overlong shaping window (tokens, 0 = off)"})
+    mask_truncated: bool = field(default=False, metadata={"help": "no gradient from truncated completions"})
+    # optimisation
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    warmup: int = field(default=10, metadata={"help": "linear warm-up steps"})
+    schedule: str = field(default="constant", metadata={"help": "constant | cosine (after warm-up)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
+    mu: int = field(default=1, metadata={"help": "inner epochs over each rollout"})
+    minibatches: int = field(default=1, metadata={"help": "optimizer steps per inner epoch"})
+    micro_batch: int = field(default=64, metadata={"help": "sequences per forward/backward"})
+    recompute_old_logp: bool = field(default=False, metadata={"help": "recompute π_old (else reuse sampling)"})
+    value_lr: float = field(default=3e-4, metadata={"help": "PPO value-model learning rate"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE λ"})
+    gamma: float = field(default=1.0, metadata={"help": "PPO discount"})
+    # evaluation, logging, checkpoints
+    eval_every: int = field(default=25, metadata={"help": "held-out eval every N steps (0 = start/end only)"})
+    eval_problems: int = field(default=200, metadata={"help": "held-out problems per eval"})
+    eval_k: int = field(default=8, metadata={"help": "samples per held-out problem"})
+    eval_temperature: float = field(default=0.6, metadata={"help": "eval temperature"})
+    eval_top_p: float = field(default=0.95, metadata={"help": "eval top-p"})
+    save_every: int = field(default=1, metadata={"help": "checkpoint every N steps"})
+    sample_every: int = field(default=10, metadata={"help": "log sample completions every N steps"})
+    resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint"})
+    max_bad_steps: int = field(default=5, metadata={"help": "stop after this many NaN/inf losses in a row"})
+    reflection_words: list[str] = field(default_factory=lambda: list(REFLECTION_WORDS), metadata={"help": "words counted as reflection"})
+    seed: int = field(default=0, metadata={"help": "seed of data order, sampling and init"})
+    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = default)"})
+    tensorboard: bool = field(default=True, metadata={"help": "also write TensorBoard events"})
+
+    def validate(self) -> None:
+        if self.algo not in ("grpo", "ppo"):
+            raise ConfigError(f"algo must be 'grpo' or 'ppo', not {self.algo!r}")
+        if self.group_size < 2 and self.algo == "grpo":
+            raise ConfigError("group_size must be >= 2 for GRPO (a group of one has no baseline); use --algo ppo")
+        n = self.prompts_per_step * self.group_size
+        if n % self.minibatches:
+            raise ConfigError(
+                f"prompts_per_step x group_size = {n} sequences do not split into {self.minibatches} minibatches; "
+                f"choose minibatches dividing {n}"
+            )
+        if (n // self.minibatches) % self.group_size and self.algo == "grpo" and self.minibatches > 1:
+            raise ConfigError(
+                f"a minibatch of {n // self.minibatches} sequences splits a group of {self.group_size}; "
+                f"choose minibatches dividing {self.prompts_per_step}"
+            )
+        if self.scale not in ("group", "batch", "none"):
+            raise ConfigError(f"scale must be group | batch | none, not {self.scale!r}")
+        if self.norm not in ("sequence", "token", "constant"):
+            raise ConfigError(f"norm must be sequence | token | constant, not {self.norm!r}")
+        if self.level not in ("token", "sequence"):
+            raise ConfigError(f"level must be token | sequence, not {self.level!r}")
+        if self.mu < 1 or self.steps < 1 or self.micro_batch < 1:
+            raise ConfigError("mu, steps and micro_batch must be >= 1")
+        if self.overlong_buffer >= self.max_new_tokens:
+            raise ConfigError("overlong_buffer must be smaller than max_new_tokens")
+        if self.ref_refresh and self.beta == 0:
+            raise ConfigError("ref_refresh has no effect with beta = 0; set --beta (R1 used 0.001)")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError("schedule must be constant | cosine")
+        if self.temperature <= 0:
+            raise ConfigError("rollout temperature must be > 0 (log-probs are of the sampling policy)")

@@ -1,0 +1,73 @@
+"""Language-consistency reward (R1 §2.3.2): the share of the reasoning's words in the target language.
+
+    consistency(text, lang) = #{words w in text : language(w) = lang} / #{words in text}
+
+It is 1.0 when the text has no words at all. Offline and script-based, no model:
+
+- a run of Latin letters (accents included, not ``×``/``÷``) is one "en" word; a single Latin letter is neutral
+  (math variables like ``x`` and ``n`` must not make a Chinese chain of thought "mixed"),
+  and so is a LaTeX command (``\\frac``, ``\\times``);
+- each CJK ideograph is one "zh" word (Chinese has no spaces; R1 counts characters too);
+  each kana is one "ja" word; Hangul, Cyrillic, Greek, Arabic, Hebrew, Devanagari and Thai
+  runs are one word each ("ko", "ru", "el", "ar", "he", "hi", "th"); other letters are "other";
+- digits, punctuation, whitespace and math symbols (``3*5=15``, ``√``, ``π`` alone) are neutral.
+
+How it differs from R1: R1 does not publish its word counter. A script cannot tell English from
+French, so "en" means "Latin script" here. Input longer than 200k characters is cut.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_CHARS = 200_000
+LANGUAGES = ("en", "zh", "ja", "ko", "ru", "el", "ar", "he", "hi", "th", "other")
+_ALIASES = {"english": "en", "chinese": "zh", "japanese": "ja", "korean": "ko", "russian": "ru"}
+
+# Order matters: the first alternative that matches at a position wins.
+_TOKEN_RE = re.compile(
+    r"(?P<cmd>\\[A-Za-z]+)"
+    r"|(?P<en>[A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F\u1E00-\u1EFF]+(?:['\u2019][A-Za-z]+)*)"
+    r"|(?P<zh>[\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF\U00020000-\U0003134F])"
+    r"|(?P<ja>[\u3040-\u309F\u30A0-\u30FF])"
+    r"|(?P<ko>[\uAC00-\uD7AF\u1100-\u11FF\u3130-\u318F]+)"
+    r"|(?P<ru>[\u0400-\u04FF]+)"
+    r"|(?P<el>[\u0370-\u03FF]+)"
+    r"|(?P<ar>[\u0600-\u06FF]+)"
+    r"|(?P<he>[\u0590-\u05FF]+)"
+    r"|(?P<hi>[\u0900-\u097F]+)"
+    r"|(?P<th>[\u0E00-\u0E7F]+)"
+    r"|(?P<other>[^\W\d_]+)"
+)
+_SINGLE_NEUTRAL = ("en", "el")  # one-letter Latin/Greek tokens are math symbols, not words
+
+
+def word_languages(text: str) -> list[str]:
+    """The language code of each word of ``text``, in order (neutral tokens left out)."""
+    if not isinstance(text, str):
+        return []
+    out = []
+    for m in _TOKEN_RE.finditer(text[:MAX_CHARS]):
+        kind = m.lastgroup
+        if kind == "cmd" or (kind in _SINGLE_NEUTRAL and len(m.group(0)) == 1):
+            continue
+        out.append(kind)
+    return out
+
+
+def normalize_language(lang: str) -> str:
+    """``"en"``, ``"EN"``, ``"english"``, ``"en-US"`` -> ``"en"``; ``"zh-CN"`` -> ``"zh"``."""
+    code = str(lang).strip().lower()
+    code = _ALIASES.get(code, code.replace("_", "-").split("-")[0])
+    if code not in LANGUAGES:
+        raise ValueError(f"unknown language {lang!r}; known: {', '.join(LANGUAGES)}")
+    return code
+
+
+def language_consistency(text: str, lang: str = "en") -> float:
+    """Share of the words of ``text`` in language ``lang`` (see module docstring); 1.0 if no words."""
+    target = normalize_language(lang)
+    words = word_languages(text)
+    if not words:
+        return 1.0
+    return sum(w == target for w in words) / len(words)

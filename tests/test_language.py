@@ -1,0 +1,72 @@
+"""Language consistency: real English/Chinese text, the tiny model's corpus style, edge cases."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from _fuzz import any_text
+from hypothesis import given, settings
+
+from r1lab.rewards.language import language_consistency, normalize_language, word_languages
+
+ENGLISH = (
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning, so she "
+    "sells 16 - 3 - 4 = 9 eggs and makes 9 * 2 = $18."
+)
+CHINESE = "珍妮的鸭子每天下16个蛋。她每天早上吃三个，所以她卖出 16 - 3 - 4 = 9 个蛋，赚 18 美元。"
+
+
+def test_word_languages_by_hand():
+    assert word_languages("Let me check: 3*5=15") == ["en", "en", "en"]
+    assert word_languages("等等，让我检查 3*5=15 对") == ["zh"] * 7
+    assert word_languages("don't stop") == ["en", "en"]  # an apostrophe stays inside the word
+    assert word_languages("x + y = 2, \\frac{a}{b}") == []  # variables and commands are neutral
+    assert word_languages("Привет мир") == ["ru", "ru"]
+    assert word_languages("café naïve") == ["en", "en"]
+    assert word_languages("3×4÷2") == []
+
+
+def test_real_text():
+    assert language_consistency(ENGLISH, "en") == 1.0
+    assert language_consistency(ENGLISH, "zh") == 0.0
+    assert language_consistency(CHINESE, "zh") == 1.0
+    assert language_consistency(CHINESE, "en") == 0.0
+
+
+def test_tiny_model_corpus():
+    zh = "3*5=15 15+7=22 对 等等，让我检查一下。 3+5=8 不对"
+    assert language_consistency(zh, "zh") == 1.0
+    en = "3*5=15 15+7=22 ok wait, let me check another way. 3+5=8 no"
+    assert language_consistency(en, "en") == 1.0
+    mixed = "3*5=15 ok 等等 让我检查"  # 1 English word, 6 ideographs
+    assert language_consistency(mixed, "zh") == pytest.approx(6 / 7)
+    assert language_consistency(mixed, "en") == pytest.approx(1 / 7)
+
+
+def test_no_words_is_consistent():
+    assert language_consistency("", "en") == 1.0
+    assert language_consistency("3*5=15 -> 15+7=22 !!!", "zh") == 1.0
+
+
+def test_language_codes():
+    assert normalize_language("zh-CN") == "zh"
+    assert normalize_language("English") == "en"
+    with pytest.raises(ValueError, match="unknown language"):
+        language_consistency("hi", "klingon")
+
+
+@settings(max_examples=150, deadline=None)
+@given(any_text)
+def test_fuzz_language(text):
+    start = time.perf_counter()
+    for lang in ("en", "zh"):
+        value = language_consistency(text, lang)
+        assert 0.0 <= value <= 1.0
+    assert time.perf_counter() - start < 1.0
+
+
+def test_long_input_is_fast():
+    start = time.perf_counter()
+    language_consistency("等等 wait " * 200_000, "zh")
+    assert time.perf_counter() - start < 2.0

@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from r1lab.config import ConfigError, add_dataclass_args, build_config
+from r1lab.data import DataError
 
 COMMANDS = ("pretrain", "eval", "score", "zero", "report")
 
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         mod.run(cfg)
     except ConfigError as exc:
         print(f"r1lab {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"r1lab {args.command}: data error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"r1lab {args.command}: interrupted", file=sys.stderr)

@@ -136,6 +136,8 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
                     bad = raw[exc.start : exc.start + 1].hex()
                     yield where, DataError(f"not valid UTF-8 (byte 0x{bad} at column {exc.start + 1})")
                     continue
+                if lineno == 1:
+                    line = line.lstrip("\ufeff")  # a byte-order mark is not an error
                 if not line.strip():
                     continue
                 try:
@@ -152,7 +154,9 @@ def _json_records(path: Path, split: str) -> Iterator[tuple[str, Any]]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start : exc.start + 1].hex()})") from exc
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start : exc.start + 1].hex()})"
+        ) from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -160,7 +164,9 @@ def _json_records(path: Path, split: str) -> Iterator[tuple[str, Any]]:
     if isinstance(data, dict):
         key = split if isinstance(data.get(split), list) else "data"
         if not isinstance(data.get(key), list):
-            raise DataError(f"{path}: expected a list of objects, or an object with a {split!r} or 'data' list")
+            raise DataError(
+                f"{path}: expected a list of objects, or an object with a {split!r} or 'data' list"
+            )
         data = data[key]
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of objects, got {_type_name(data)}")

@@ -92,7 +92,9 @@ def summarize(
     k_min, k_max = min(sizes), max(sizes)
     ks = tuple(ks) if ks else default_ks(k_min)
     if max(ks) > k_min or min(ks) < 1:
-        raise ValueError(f"summarize: pass@k needs 1 <= k <= {k_min} (the fewest samples of a problem), got {ks}")
+        raise ValueError(
+            f"summarize: pass@k needs 1 <= k <= {k_min} (the fewest samples of a problem), got {ks}"
+        )
     out: dict = {"n_problems": len(grades), "k": k_min}
     if k_max != k_min:
         out["k_note"] = f"problems have {k_min} to {k_max} samples; k is the minimum, pass@1 uses all samples"

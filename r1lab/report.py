@@ -31,16 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from r1lab.config import ConfigError
 
 Row = dict[str, Any]
 MAX_TEXT = 4000  # characters of a prompt/completion shown in the report
 EVAL_ORDER = ("step", "pass@1", "format_rate", "mean_length", "reflection_rate", "truncated_share")
-LAST_STEP_KEYS = (
-    "reward", "accuracy", "response_length", "truncated_share", "reflection_rate", "kl", "entropy",
-    "grad_norm", "lr", "tokens_per_s", "time/step", "reward_errors", "skipped_groups",
-)  # fmt: skip
 
 
 # ---------------------------------------------------------------- loading
@@ -197,6 +194,10 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
 
 
+def _as_step(x: float | None) -> int | float | None:
+    return int(x) if x is not None and x == int(x) else x
+
+
 def summarize_run(run: RunData) -> dict[str, Any]:
     """Headline numbers: first vs last held-out pass@1 (change in percentage points), and the mean
     reward / response length / reflection rate over the first vs the last 10% of training steps."""
@@ -204,16 +205,16 @@ def summarize_run(run: RunData) -> dict[str, Any]:
     out: dict[str, Any] = {
         "run_dir": str(run.run_dir),
         "steps": len(run.metrics),
-        "first_step": steps[0] if steps else None,
-        "last_step": steps[-1] if steps else None,
+        "first_step": _as_step(steps[0]) if steps else None,
+        "last_step": _as_step(steps[-1]) if steps else None,
         "evals": len(run.evals),
     }
     ex, ey = series(run.evals, "pass@1")
     out["pass@1_first"] = _round(ey[0]) if ey else None
     out["pass@1_last"] = _round(ey[-1]) if ey else None
     out["pass@1_change_points"] = _round(100 * (ey[-1] - ey[0])) if ey else None
-    out["pass@1_first_step"] = ex[0] if ex else None
-    out["pass@1_last_step"] = ex[-1] if ex else None
+    out["pass@1_first_step"] = _as_step(ex[0]) if ex else None
+    out["pass@1_last_step"] = _as_step(ex[-1]) if ex else None
     for key in ("reward", "response_length", "reflection_rate"):
         _, ys = series(run.metrics, key)
         out[f"{key}_first10pct"] = _round(window_mean(ys))
@@ -265,8 +266,8 @@ def _curve(
     if not ys:
         return False
     label = label or key
-    if smooth and len(ys) > 2:
-        span = default_span(len(ys))
+    span = default_span(len(ys))
+    if smooth and span > 1:
         ax.plot(xs, ys, color=color, alpha=0.3, lw=1, label=f"{label} (per step)")
         ax.plot(xs, ema(ys, span), color=color, lw=2, label=f"{label} (EMA, span {span})", **kw)
     else:
@@ -279,6 +280,7 @@ def _style(ax: Any, title: str, ylabel: str, has_data: bool, empty: str = "no da
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if has_data:
         ax.legend(fontsize=8, loc="best")
     else:
@@ -299,14 +301,24 @@ def plot_reward(run: RunData) -> Figure | None:
     has = _curve(top, run.metrics, "reward", "C0", smooth=True)
     for key, color in (("reward/accuracy", "C2"), ("reward/format", "C1"), ("reward/language", "C4")):
         cx, cy = series(run.metrics, key)
-        if len(cy) > 1:
-            top.plot(cx, ema(cy, default_span(len(cy))), color=color, lw=1.2, ls="--", label=f"{key} (EMA)")
+        span = default_span(len(cy))
+        if cy:
+            label = f"{key} (EMA)" if span > 1 else key
+            top.plot(cx, ema(cy, span), color=color, lw=1.2, ls="--", label=label)
+            has = True
     _style(top, "Training reward", "reward", has)
+    top.set_xlabel("")  # shared with the panel below
     has = _curve(bottom, run.evals, "pass@1", "C3", label="held-out pass@1", marker="o", lw=2)
     for i, key in enumerate(_extra_eval_keys(run.evals)):
         has |= _curve(bottom, run.evals, key, f"C{5 + i % 5}", label=f"held-out {key}", marker=".", alpha=0.6)
     has |= _curve(bottom, run.metrics, "accuracy", "C2", label="train accuracy", smooth=True, ls="--")
-    _style(bottom, "Accuracy", "accuracy", has, "no held-out evaluations (eval.jsonl missing or empty)")
+    _style(
+        bottom,
+        "Held-out pass@1 (and training accuracy)",
+        "accuracy",
+        has,
+        "no held-out evaluations (eval.jsonl missing or empty)",
+    )
     fig.suptitle("Reward and held-out pass@1 vs training step")
     return fig
 
@@ -348,8 +360,8 @@ def plot_kl_clip(run: RunData) -> Figure | None:
     fig = Figure(figsize=(10, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
     _style(left, "KL to the reference policy", "KL (per token)", _curve(left, run.metrics, "kl", "C0"))
-    has = _curve(right, run.metrics, "clip_low", "C1", label="clipped low (ρ < 1 − ε_low)")
-    has |= _curve(right, run.metrics, "clip_high", "C2", label="clipped high (ρ > 1 + ε_high)")
+    has = _curve(right, run.metrics, "clip_low", "C1", label="clip_low (ρ < 1 − ε_low)")
+    has |= _curve(right, run.metrics, "clip_high", "C2", label="clip_high (ρ > 1 + ε_high)")
     _style(right, "Clip fractions", "share of tokens", has)
     return fig
 
@@ -452,9 +464,9 @@ def sample_head(row: Row) -> str:
 
 
 def report_tables(run: RunData) -> tuple[tuple[list[str], list[list[str]]] | None, ...]:
-    """(header, rows) or None for: held-out evaluations, the last training step, the config."""
+    """(header, rows) or None for: held-out evaluations, every metric of the last step, the config."""
     last = run.metrics[-1] if run.metrics else {}
-    last_rows = [[k, fmt(last[k])] for k in LAST_STEP_KEYS if k in last]
+    last_rows = [[str(k), fmt(v)] for k, v in last.items() if k != "step"]
     config_rows = [[str(k), fmt(v)] for k, v in run.config.items()]
     return (
         eval_table(run.evals) if run.evals else None,

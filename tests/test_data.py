@@ -31,6 +31,9 @@ def test_jsonl_roundtrip_and_conversion(tmp_path):
     assert rows == [GOOD[0], {"question": "2+2?", "answer": "4", "extra": [1]}]
     rows, _ = read_rows(str(path), fields={"question": "problem"}, required=("problem",))
     assert rows[0]["problem"] == "1+1?" and "question" not in rows[0]
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_rows(str(bom))[0][0] == GOOD[0]
 
 
 @pytest.mark.parametrize(
@@ -40,7 +43,10 @@ def test_jsonl_roundtrip_and_conversion(tmp_path):
         (b'{"question": "caf\xe9", "answer": "1"}\n', r"d\.jsonl:2: not valid UTF-8 \(byte 0xe9"),
         (b"[1, 2]\n", r"d\.jsonl:2: row is not a JSON object \(got list\)"),
         (b'{"question": "x"}\n', r"d\.jsonl:2: missing required field 'answer'"),
-        (b'{"question": "x", "answer": [1]}\n', r"d\.jsonl:2: field 'answer': expected a string or number, got list"),
+        (
+            b'{"question": "x", "answer": [1]}\n',
+            r"d\.jsonl:2: field 'answer': expected a string or number, got list",
+        ),
         (b'{"question": "x", "answer": true}\n', r"field 'answer': expected a string or number, got bool"),
         (b'{"question": "x", "answer": null}\n', r"field 'answer': expected a string or number, got null"),
         (b'{"question": "x", "answer": NaN}\n', r"field 'answer': expected a string or number, got float"),
@@ -107,9 +113,13 @@ def test_empty_source():
 
 
 def test_load_qa_ids_and_fields(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [{"problem": "p", "solution": "s \\boxed{1}", "unique_id": "u1"}])
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{"problem": "p", "solution": "s \\boxed{1}", "unique_id": "u1"}]
+    )
     rows, _ = load_qa(str(path), "test", "problem", "solution", id_prefix="math")
-    assert rows == [{"id": "u1", "unique_id": "u1", "question": "p", "answer": "s \\boxed{1}", "solution": "s \\boxed{1}"}]
+    assert rows == [
+        {"id": "u1", "unique_id": "u1", "question": "p", "answer": "s \\boxed{1}", "solution": "s \\boxed{1}"}
+    ]
     path = write_jsonl(tmp_path / "e.jsonl", GOOD)
     rows, _ = load_qa(str(path), "test", "question", "answer", limit=1, id_prefix="g")
     assert rows == [{"id": "g-test-0", "question": "1+1?", "answer": "2"}]

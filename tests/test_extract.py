@@ -6,10 +6,9 @@ import time
 from fractions import Fraction
 
 import pytest
+from _fuzz import any_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from _fuzz import any_text
 
 from r1lab.rewards.extract import (
     METHODS,

@@ -38,11 +38,16 @@ POSITIONAL = ("responses",)
 
 @dataclass
 class Config:
-    responses: str = field(default="", metadata={"help": "JSONL file: gold answer + a list of responses per row"})
+    responses: str = field(
+        default="", metadata={"help": "JSONL file: gold answer + a list of responses per row"}
+    )
     task: str = field(default="gsm8k", metadata={"help": "task whose grade() is used: " + " | ".join(TASKS)})
     output: str = field(default="", metadata={"help": "write graded rows to this JSONL file ('' = don't)"})
     template: str = field(
-        default="", metadata={"help": "template the responses were sampled with; r1/short mean the prompt opened <think> ('' = task default)"}
+        default="",
+        metadata={
+            "help": "template the responses were sampled with; r1/short mean the prompt opened <think> ('' = task default)"
+        },
     )
     skip_bad: bool = field(default=False, metadata={"help": "skip (and count) bad rows instead of stopping"})
     response_field: str = field(default="responses", metadata={"help": "field holding the list of responses"})
@@ -68,7 +73,13 @@ def _row_checker(cfg: Config):
     def check(row: dict) -> str | None:
         resp = row.get(cfg.response_field)
         if not isinstance(resp, list) or not resp:
-            got = "missing" if resp is None else f"{type(resp).__name__} of length {len(resp)}" if isinstance(resp, list) else type(resp).__name__
+            got = (
+                "missing"
+                if resp is None
+                else f"{type(resp).__name__} of length {len(resp)}"
+                if isinstance(resp, list)
+                else type(resp).__name__
+            )
             return f"field {cfg.response_field!r}: expected a non-empty list of strings, got {got}"
         for j, r in enumerate(resp):
             if r is not None and not isinstance(r, str):
@@ -99,8 +110,12 @@ def run(cfg: Config) -> dict[str, Any]:
         cfg.responses, required=(cfg.answer_field,), skip_bad=cfg.skip_bad, validate=_row_checker(cfg)
     )
     if not rows:
-        raise DataError(f"{cfg.responses}: no rows to score" + (f" ({skipped} bad rows skipped)" if skipped else ""))
-    flat = [(i, r if isinstance(r, str) else "") for i, row in enumerate(rows) for r in row[cfg.response_field]]
+        raise DataError(
+            f"{cfg.responses}: no rows to score" + (f" ({skipped} bad rows skipped)" if skipped else "")
+        )
+    flat = [
+        (i, r if isinstance(r, str) else "") for i, row in enumerate(rows) for r in row[cfg.response_field]
+    ]
     examples = [dict(row, answer=row[cfg.answer_field]) for row in rows]
     grades_flat = []
     with tqdm(total=len(flat), desc=f"score {cfg.task}", unit="resp", file=sys.stderr) as bar:
@@ -119,7 +134,7 @@ def run(cfg: Config) -> dict[str, Any]:
     result = {**metrics, "skipped": skipped, "source": cfg.responses, "task": cfg.task}
     if cfg.output:
         result["output"] = cfg.output
-    print(json.dumps(result, ensure_ascii=False))
+    print(json.dumps(result))
     return result
 
 
@@ -133,4 +148,10 @@ def _write_graded(path: Path, rows: list[dict], grades: list[list]) -> None:
             out["format_ok"] = [g.format_ok for g in gs]
             if any(g.error for g in gs):
                 out["grader_errors"] = [g.error for g in gs]
-            fh.write(json.dumps(out, ensure_ascii=False) + "\n")
+            line = json.dumps(out, ensure_ascii=False)
+            if not line.isascii():
+                try:
+                    line.encode("utf-8")
+                except UnicodeEncodeError:  # lone surrogates (valid JSON escapes): keep them escaped
+                    line = json.dumps(out)
+            fh.write(line + "\n")

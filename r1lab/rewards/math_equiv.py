@@ -181,7 +181,9 @@ class Grader:
     # process management
     def _start(self) -> None:
         root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        )
         self._proc = subprocess.Popen(
             [sys.executable, "-c", self.worker_code],
             stdin=subprocess.PIPE,
@@ -300,7 +302,9 @@ class Grader:
 
     def _fallback(self, items: list[tuple[str, str]]) -> list[tuple[bool, str | None]]:
         _count("unavailable", len(items))
-        return [(bool(_quick(normalize_latex(p), normalize_latex(g))), "grader unavailable") for p, g in items]
+        return [
+            (bool(_quick(normalize_latex(p), normalize_latex(g))), "grader unavailable") for p, g in items
+        ]
 
 
 _GRADER = Grader()

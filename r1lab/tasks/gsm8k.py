@@ -75,7 +75,9 @@ class GSM8K(Task):
     def examples(self, split: str | None = None) -> list[dict]:
         o = self.options
         split = split or o.split
-        rows, self.skipped = load_qa(o.data, split, o.question_field, o.answer_field, o.skip_bad, o.limit, "gsm8k")
+        rows, self.skipped = load_qa(
+            o.data, split, o.question_field, o.answer_field, o.skip_bad, o.limit, "gsm8k"
+        )
         if self.skipped:
             log.warning("gsm8k: skipped %d bad rows of %s", self.skipped, o.data)
         for row in rows:

@@ -41,7 +41,8 @@ class MathOptions(TaskOptions):
     split: str = field(default="test", metadata={"help": "split used when examples() gets none"})
     question_field: str = field(default="problem", metadata={"help": "source field of the problem"})
     answer_field: str = field(
-        default="answer", metadata={"help": "source field of the gold answer (a solution's last \\boxed{} is used)"}
+        default="answer",
+        metadata={"help": "source field of the gold answer (a solution's last \\boxed{} is used)"},
     )
     skip_bad: bool = field(default=False, metadata={"help": "skip (and count) bad rows instead of failing"})
     limit: int = field(default=0, metadata={"help": "use only the first N examples (0: all)"})
@@ -73,7 +74,9 @@ class Math(Task):
     def examples(self, split: str | None = None) -> list[dict]:
         o = self.options
         split = split or o.split
-        rows, self.skipped = load_qa(o.data, split, o.question_field, o.answer_field, o.skip_bad, o.limit, "math")
+        rows, self.skipped = load_qa(
+            o.data, split, o.question_field, o.answer_field, o.skip_bad, o.limit, "math"
+        )
         if self.skipped:
             log.warning("math: skipped %d bad rows of %s", self.skipped, o.data)
         for row in rows:
@@ -102,7 +105,9 @@ class Math(Task):
         pairs: list[tuple[str, str]] = []
         where: list[int] = []
         for example, completion in zip(examples, completions):
-            text = completion if isinstance(completion, str) else ("" if completion is None else str(completion))
+            text = (
+                completion if isinstance(completion, str) else ("" if completion is None else str(completion))
+            )
             fmt = parse_response(text, opens).format_ok
             try:
                 answer, error = self.extract(text), None

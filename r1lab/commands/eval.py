@@ -93,9 +93,10 @@ def evaluate(
         chunk = examples[start : start + per_chunk]
         prompts = [task.prompt(ex, tokenizer) for ex in chunk]
         out = engine.generate(prompts, params, n=k)
+        flat = task.grade_many([ex for ex in chunk for _ in range(k)], [s.text for s in out.samples])
         for i, ex in enumerate(chunk):
             samples = out.samples[i * k : (i + 1) * k]
-            g = [task.grade(ex, s.text) for s in samples]
+            g = flat[i * k : (i + 1) * k]
             grades.append(g)
             lengths.append([len(s.completion_ids) for s in samples])
             n_tokens += sum(lengths[-1])

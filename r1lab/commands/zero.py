@@ -246,7 +246,7 @@ def update_minibatch(ctx, pk, mb, mask, old_logp, ref_logp, adv, returns, old_va
             v = ctx.value.completion_values(ids, pk.start)
             vloss, vst = value_loss(v, old_values[rows, :t], returns[rows, :t], pk.mask[rows, :t])
             loss = loss + vloss * (float(m.sum()) / max(tok_mb, 1.0))
-            st["value_loss"] = vst.get("value_loss", float(vloss))
+            st["value_loss"] = vst.get("value_loss", float(vloss.detach()))
         if not torch.isfinite(loss):
             finite = False
             break

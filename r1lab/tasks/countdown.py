@@ -34,7 +34,7 @@ PHRASES = {
         "question": "Use {nums} to make {target}.",
         "ok": "ok",
         "no": "no",
-        "retry": ["wait, let me try again.", "wait, let me check another way.", "wait, that is wrong."],
+        "retry": ["wait, let me try again.", "wait, let me check.", "wait, that is wrong."],
     },
     "zh": {
         "question": "用 {nums} 凑出 {target}。",
@@ -75,15 +75,12 @@ def reachable(nums: tuple[int, ...]) -> list[int]:
 
 
 def random_instance(rng: random.Random, split: str | None = None) -> tuple[tuple[int, int, int], int]:
-    """A solvable instance: three numbers in 1..12 and a target in 1..99 reachable by some expression.
-    The target is drawn uniformly over the distinct reachable values (not over expressions)."""
+    """A solvable instance: three numbers in 1..12 and the value (in 1..99) of a random expression
+    over them, as in TinyZero's generator: targets with many solutions come up more often."""
     while True:
         nums = tuple(rng.randint(1, MAX_NUMBER) for _ in range(3))
-        values = reachable(nums)
-        if not values:
-            continue
-        target = rng.choice(values)
-        if split is None or split_of(nums, target) == split:
+        _, target, _ = rng.choice(expressions(nums))
+        if 1 <= target <= MAX_TARGET and (split is None or split_of(nums, target) == split):
             return nums, target
 
 
@@ -163,19 +160,16 @@ class Countdown(Task):
         return rows
 
     def _test_examples(self, rng: random.Random) -> list[dict]:
-        """Distinct held-out instances (no repeats), in a seeded order, numbers shuffled."""
-        pool = [
-            (nums, t)
-            for nums in itertools.combinations_with_replacement(range(1, MAX_NUMBER + 1), 3)
-            for t in reachable(nums)
-            if split_of(nums, t) == "test"
-        ]
-        rng.shuffle(pool)
-        rows = []
-        for i, (nums, target) in enumerate(pool[: self.options.test_size]):
-            order = list(nums)
-            rng.shuffle(order)
-            rows.append({"id": f"test-{i}", "nums": order, "target": target, "answer": str(target)})
+        """Distinct held-out instances (no repeats), drawn like the training ones, in a seeded order."""
+        rows, seen = [], set()
+        for _ in range(200 * self.options.test_size):
+            if len(rows) >= self.options.test_size:
+                break
+            nums, target = random_instance(rng, "test")
+            key = instance_key(nums, target)
+            if key not in seen:
+                seen.add(key)
+                rows.append({"id": f"test-{len(rows)}", "nums": list(nums), "target": target, "answer": str(target)})
         return rows
 
     def question(self, example: dict) -> str:
@@ -203,8 +197,8 @@ class CorpusStyle:
     """How the worked solutions in the pretraining corpus behave (see module docstring)."""
 
     first_correct: float = 0.25  # chance an attempt is a true solution (else a random expression)
-    retry: float = 0.3  # chance a failed check is followed by "wait, ..." and a new attempt
-    max_attempts: int = 4
+    retry: float = 0.55  # chance a failed check is followed by "wait, ..." and a new attempt
+    max_attempts: int = 8
     mix_language: float = 0.05  # chance a retry phrase comes out in the other language
 
 
@@ -217,8 +211,11 @@ def worked_solution(nums: tuple[int, ...], target: int, lang: str, rng: random.R
     wrong = [e for e in exprs if e[1] != target]
     parts = []
     last = None
+    tried: set[str] = set()  # a retry is a *different* attempt
     for attempt in range(style.max_attempts):
-        pick = rng.choice(sols) if (rng.random() < style.first_correct or not wrong) else rng.choice(wrong)
+        fresh = [e for e in wrong if e[0] not in tried] or wrong
+        pick = rng.choice(sols) if (rng.random() < style.first_correct or not wrong) else rng.choice(fresh)
+        tried.add(pick[0])
         last = pick
         (a, o1, b, x), (x2, o2, c, y) = pick[2]
         ok = y == target

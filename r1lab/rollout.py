@@ -154,7 +154,13 @@ class HFEngine:
         reason = ["length"] * total
         texts = [""] * total
         live = torch.arange(total, device=device)  # sample index of each batch row
-        stop_tail = max([len(tok(s, add_special_tokens=False)["input_ids"]) for s in params.stop] + [1]) + 2
+        stop_enc = [tok(s, add_special_tokens=False)["input_ids"] for s in params.stop]
+        stop_tail = max([len(e) for e in stop_enc] + [1]) + 2
+        # fast path: every stop string is an added token (like </answer> in r1lab's tokenizer) ->
+        # compare ids, no decoding. Otherwise decode the tail of each live sample every step.
+        added = set(getattr(tok, "get_added_vocab", dict)().values())
+        single = stop_enc and all(len(e) == 1 and e[0] in added for e in stop_enc)
+        stop_ids = {e[0] for e in stop_enc} if single else None
         for step in range(params.max_new_tokens):
             tokens, logp = sample_next(logits, params, gen)
             tok_list, lp_list, live_list = tokens.tolist(), logp.tolist(), live.tolist()
@@ -164,7 +170,9 @@ class HFEngine:
                 lps[s].append(lp)
                 if t in self.eos_ids:
                     reason[s] = "eos"
-                elif params.stop and self._hit_stop(comp[s], params.stop, stop_tail):
+                elif stop_ids is not None and t in stop_ids:
+                    reason[s] = "stop"
+                elif stop_ids is None and params.stop and self._hit_stop(comp[s], params.stop, stop_tail):
                     reason[s] = "stop"
                 else:
                     keep.append(row)

@@ -16,6 +16,7 @@ a check against the target, and after a failed check *sometimes* ("wait, …") a
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import itertools
 import random
@@ -84,6 +85,20 @@ def random_instance(rng: random.Random, split: str | None = None) -> tuple[tuple
             return nums, target
 
 
+@functools.lru_cache(maxsize=1)
+def test_instance_weights() -> dict[tuple[tuple[int, ...], int], float]:
+    """Probability of each distinct test-split instance (sorted numbers, target) under
+    ``random_instance``: ordered triples are uniform, then the expression is uniform."""
+    weights: dict[tuple[tuple[int, ...], int], float] = {}
+    for nums in itertools.product(range(1, MAX_NUMBER + 1), repeat=3):
+        exprs = expressions(nums)
+        for _, value, _ in exprs:
+            if 1 <= value <= MAX_TARGET and split_of(nums, value) == "test":
+                key = (tuple(sorted(nums)), value)
+                weights[key] = weights.get(key, 0.0) + 1.0 / len(exprs)
+    return weights
+
+
 def solutions(nums: tuple[int, ...], target: int) -> list[tuple[str, int, list]]:
     return [e for e in expressions(nums) if e[1] == target]
 
@@ -134,7 +149,7 @@ def evaluate_expression(text: str) -> tuple[Fraction, list[int]] | None:
 @dataclass
 class CountdownOptions(TaskOptions):
     template: str = field(default="short", metadata={"help": "prompt template"})
-    test_size: int = field(default=500, metadata={"help": "held-out problems in the test split"})
+    test_size: int = field(default=400, metadata={"help": "held-out problems in the test split (at most 445 exist)"})
     train_size: int = field(default=20000, metadata={"help": "problems in the train split"})
     seed: int = field(default=1234, metadata={"help": "seed of the split generators"})
 
@@ -160,16 +175,15 @@ class Countdown(Task):
         return rows
 
     def _test_examples(self, rng: random.Random) -> list[dict]:
-        """Distinct held-out instances (no repeats), drawn like the training ones, in a seeded order."""
-        rows, seen = [], set()
-        for _ in range(200 * self.options.test_size):
-            if len(rows) >= self.options.test_size:
-                break
-            nums, target = random_instance(rng, "test")
-            key = instance_key(nums, target)
-            if key not in seen:
-                seen.add(key)
-                rows.append({"id": f"test-{len(rows)}", "nums": list(nums), "target": target, "answer": str(target)})
+        """Distinct held-out instances, drawn without replacement with the generator's own
+        probabilities (Efraimidis–Spirakis keys u^(1/w)), in a seeded order."""
+        weights = test_instance_weights()
+        keyed = sorted(weights, key=lambda k: -(rng.random() ** (1.0 / weights[k])))
+        rows = []
+        for i, (nums, target) in enumerate(keyed[: self.options.test_size]):
+            order = list(nums)
+            rng.shuffle(order)
+            rows.append({"id": f"test-{i}", "nums": order, "target": target, "answer": str(target)})
         return rows
 
     def question(self, example: dict) -> str:

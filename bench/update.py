@@ -1,0 +1,206 @@
+"""Policy-update speed: r1lab's length-bucketed micro-batches vs one padded full batch, one run.
+
+    python bench/update.py                        # shipped base, 256 sequences, completions 20..160 tokens
+    python bench/update.py --sequences 32 --group 8 --max-len 64 --repeats 1   # a smoke run
+
+What it measures: one GRPO optimizer step exactly as ``r1lab zero`` does it, by calling
+``r1lab.commands.zero.update_minibatch`` (per micro-batch: ``batch.trim`` ->
+``completion_logprobs`` (+ entropy, as in the first inner epoch) -> ``grpo.policy_loss``
+(DAPO token norm, ε 0.2/0.28, β 0) -> weighted ``backward``; then grad-norm clipping and an
+AdamW step) on a packed batch of ``--sequences`` sequences: real Countdown prompts (short
+template, ≈15 tokens), G = ``--group`` completions each, completion lengths uniform in
+[``--min-len``, ``--max-len``] (random token ids; π_old = the model's own log-probs, so the
+ratio starts at 1 as with μ = 1). Reported: completion tokens per second (the tokens that
+carry gradient), real tokens per second (prompt + completion), tokens actually pushed through
+the model including padding, and achieved training FLOP/s as a fraction of a fp32 matmul
+ceiling measured in the same run. Training FLOPs ≈ 3 × forward, over real tokens only:
+Σ_tokens [6·P_mm + 12·layers·d·context] (see ``common.py``). Median of ``--repeats`` timed
+steps per variant; variants alternate; one untimed warm-up step each.
+
+Variants (the only difference between them is how rows are grouped into forward passes):
+  bucketed  r1lab's default: ``micro_batches(n, micro_batch, lengths)`` sorts rows by length,
+            ``trim`` cuts each micro-batch's shared right padding (``--micro-batch`` rows, 64
+            as in zero's Config).
+  unsorted  same micro-batch size, rows in group order (no length sort), still trimmed
+            (``pk.lengths`` is replaced by −row index so that ``micro_batches`` keeps the
+            order). Shows what the sort alone buys.
+  padded    the reference: one forward/backward over all rows padded to the longest
+            sequence (micro_batch = sequences).
+
+Held equal: model and weights (fp32, sdpa, train mode), the batch, the loss and its
+normalisation (gradients agree up to float rounding), the optimizer (AdamW β (0.9, 0.99),
+as zero), clipping, threads. Last line: ``ratio bucketed/padded completion_tokens_per_s: X.XXx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import sys
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import common
+import torch
+
+from r1lab.batch import completion_logprobs, micro_batches, pack, trim
+from r1lab.commands.zero import Config, update_minibatch
+from r1lab.grpo import group_advantages
+from r1lab.models import load_model, load_tokenizer, resolve_model
+from r1lab.rollout import Sample
+from r1lab.tasks import get_task
+
+VARIANTS = ("bucketed", "unsorted", "padded")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="", help="model dir or hub id ('' = r1lab's shipped base)")
+    p.add_argument("--sequences", type=int, default=256, help="N = B·G sequences in the batch")
+    p.add_argument("--group", type=int, default=16, help="G: completions per prompt")
+    p.add_argument("--min-len", type=int, default=20, help="shortest completion (tokens)")
+    p.add_argument("--max-len", type=int, default=160, help="longest completion (tokens)")
+    p.add_argument("--micro-batch", type=int, default=64, help="rows per forward/backward (zero's default)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of " + " | ".join(VARIANTS))
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per variant (median reported)")
+    p.add_argument("--lr", type=float, default=1e-6, help="small, so that the weights barely move between steps")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores of this process)")
+    p.add_argument("--ceiling-size", type=int, default=1024, help="side of the square fp32 matmul ceiling")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.sequences % args.group:
+        p.error(f"--sequences {args.sequences} does not split into groups of {args.group}")
+    bad = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if bad:
+        p.error(f"unknown variant(s) {bad}; choose from {VARIANTS}")
+    return args
+
+
+def make_batch(args, tok, model, device="cpu"):
+    """Packed batch of real prompts + random completions, π_old from the model, advantages."""
+    rng = random.Random(args.seed)
+    task = get_task("countdown")
+    examples = task.examples("train")
+    b = args.sequences // args.group
+    prompts = [tok(task.prompt(examples[i], tok), add_special_tokens=False)["input_ids"]
+               for i in rng.sample(range(len(examples)), b)]
+    vocab = list(range(2, len(tok)))  # no EOS / pad inside completions
+    samples = []
+    for i in range(args.sequences):
+        n = rng.randint(args.min_len, args.max_len)
+        samples.append(Sample(prompts[i // args.group], [rng.choice(vocab) for _ in range(n)], [0.0] * n, "", "stop"))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pk = pack(samples, pad, device)
+    old = torch.zeros_like(pk.mask)
+    with torch.no_grad():  # π_old = the policy's own log-probs (as recompute_old_logp would)
+        for rows in micro_batches(args.sequences, args.micro_batch, pk.lengths):
+            ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
+            old[rows, :t] = completion_logprobs(model, ids, pk.start)[0]
+    old = old * pk.mask
+    rewards = torch.tensor([rng.choice([0.0, 0.1, 1.1]) for _ in range(args.sequences)])
+    adv = group_advantages(rewards, args.group)
+    return samples, pk, old, adv
+
+
+def processed_tokens(pk, micro: int, lengths) -> int:
+    """Token positions the model actually runs on (padding included) for one variant."""
+    total = 0
+    for rows in micro_batches(pk.input_ids.shape[0], micro, lengths):
+        ids, _ = trim(pk.input_ids, rows, pk.start, pk.mask)
+        total += ids.numel()
+    return total
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    common.quiet()
+    common.warn_if_busy()
+    threads = common.set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    path = resolve_model(args.model)
+    tok = load_tokenizer(path)
+    model = load_model(path, device="cpu").train()
+    samples, pk, old, adv = make_batch(args, tok, model)
+    n = args.sequences
+    mask = pk.mask.clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    tmp = Path(tempfile.mkdtemp(prefix="r1lab-bench-update-"))
+
+    def context(micro: int):
+        cfg = Config(micro_batch=micro, lr=args.lr, warmup=0, norm="token", beta=0.0, eps_low=0.2, eps_high=0.28,
+                     max_new_tokens=args.max_len, prompts_per_step=n // args.group, group_size=args.group)
+        return SimpleNamespace(cfg=cfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
+                               run_dir=tmp)
+
+    in_order = -torch.arange(n)  # descending sort of −index = the original row order
+    setups = {
+        "bucketed": (context(args.micro_batch), pk),
+        "unsorted": (context(args.micro_batch), dataclasses.replace(pk, lengths=in_order)),
+        "padded": (context(n), pk),
+    }
+    names = args.variants.split(",")
+    mb = torch.arange(n)
+
+    def step(name):
+        ctx, packed = setups[name]
+        agg: dict = {}
+        sec, ok = common.timed(lambda: update_minibatch(ctx, packed, mb, mask, old, None, adv, None, None, agg, True))
+        if not ok:
+            raise RuntimeError(f"{name}: update skipped (non-finite loss)")
+        return sec, agg
+
+    for name in names:  # warm-up: optimizer state, allocator, thread pool
+        step(name)
+    ceiling = common.matmul_ceiling(args.ceiling_size)
+    times = {name: [] for name in names}
+    for _ in range(args.repeats):
+        for name in names:
+            times[name].append(step(name)[0])
+    ceiling = max(ceiling, common.matmul_ceiling(args.ceiling_size))
+
+    dims = common.model_dims(model)
+    comp_tokens = int(pk.mask.sum())
+    real_tokens = sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
+    flops = 3.0 * common.forward_flops(dims, [(0, len(s.prompt_ids) + len(s.completion_ids)) for s in samples])
+    rows = []
+    for name in names:
+        ctx, packed = setups[name]
+        sec = common.median(times[name])
+        processed = processed_tokens(packed, ctx.cfg.micro_batch, packed.lengths)
+        rows.append({
+            "variant": name, "micro_batch": ctx.cfg.micro_batch, "sec": sec, "all_sec": times[name],
+            "completion_tokens_per_s": comp_tokens / sec, "real_tokens_per_s": real_tokens / sec,
+            "processed_tokens": processed, "padding_overhead": processed / real_tokens,
+            "gflops": flops / sec / 1e9, "mfu": flops / sec / ceiling,
+        })
+    by = {r["variant"]: r for r in rows}
+    prompt_lens = [len(s.prompt_ids) for s in samples]
+    print(f"model {path}: {dims['params']:,} params; {n} sequences (G {args.group}), prompts "
+          f"{min(prompt_lens)}..{max(prompt_lens)} tokens, completions {args.min_len}..{args.max_len} "
+          f"({comp_tokens} completion / {real_tokens} real tokens); {threads} threads, median of {args.repeats}")
+    print(f"matmul ceiling ({args.ceiling_size}^3 fp32, best of tries): {ceiling / 1e9:.1f} GFLOP/s; "
+          f"training FLOPs of the batch: {flops / 1e9:.2f} GFLOP")
+    common.print_table(rows, [("variant", "variant", "s"), ("micro_batch", "micro", "d"), ("sec", "s/step", ".3f"),
+                              ("completion_tokens_per_s", "compl tok/s", ".0f"), ("real_tokens_per_s", "real tok/s", ".0f"),
+                              ("processed_tokens", "tokens run", "d"), ("padding_overhead", "run/real", ".2f"),
+                              ("gflops", "GFLOP/s", ".2f"), ("mfu", "of ceiling", ".2%")])
+    ratio = None
+    if "bucketed" in by and "padded" in by:
+        ratio = by["bucketed"]["completion_tokens_per_s"] / by["padded"]["completion_tokens_per_s"]
+    common.print_json("update", {
+        "args": vars(args), "model": path, "dims": dims, "ceiling_flops": ceiling, "machine": common.machine(),
+        "completion_tokens": comp_tokens, "real_tokens": real_tokens, "train_flops": flops,
+        "variants": by, "ratio_bucketed_over_padded": ratio,
+    })
+    if ratio is None:
+        first, second = rows[0], rows[-1]
+        common.print_ratio(f"{first['variant']}/{second['variant']} completion_tokens_per_s",
+                           first["completion_tokens_per_s"] / second["completion_tokens_per_s"])
+    else:
+        common.print_ratio("bucketed/padded completion_tokens_per_s", ratio)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import random
+import resource
 import time
 from pathlib import Path
 
@@ -218,6 +219,9 @@ def train_step(ctx, step: int) -> dict:
     stats.update({k: v for k, v in agg.items() if not k.startswith("_w/")})
     stats.update({"time/update": time.time() - t1, "time/step": time.time() - t0, "lr": lr_at(step, cfg)})
     stats["sequences"] = float(n_total)
+    stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        stats["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return stats
 
 

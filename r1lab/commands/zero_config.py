@@ -23,7 +23,7 @@ class Config:
     algo: str = field(default="grpo", metadata={"help": "grpo | ppo (value-model baseline)"})
     output_dir: str = field(default="runs/zero", metadata={"help": "run directory"})
     # rollout
-    steps: int = field(default=200, metadata={"help": "training steps (one rollout each)"})
+    steps: int = field(default=150, metadata={"help": "training steps (one rollout each)"})
     prompts_per_step: int = field(default=16, metadata={"help": "B: prompts per step"})
     group_size: int = field(default=16, metadata={"help": "G: samples per prompt"})
     max_new_tokens: int = field(default=160, metadata={"help": "completion length limit"})

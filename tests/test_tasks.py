@@ -55,8 +55,9 @@ def test_worked_solutions_grade_as_written():
     task = get_task("countdown")
     style = CorpusStyle()
     retried = 0
+    train = task.examples("train")[:100]
     for _ in range(300):
-        ex = task.examples("train")[rng.randrange(100)]
+        ex = train[rng.randrange(100)]
         text = worked_solution(tuple(ex["nums"]), ex["target"], "en", rng, style)
         g = task.grade(ex, text)
         assert g.format_ok

@@ -150,6 +150,10 @@ def _worker_main() -> None:
         except Exception as exc:
             return False, f"error: {type(exc).__name__}"
 
+    # Warm up before saying ready: the first LaTeX parse and the first sympy comparison pay
+    # lazy initialisation (ANTLR parser, sympy caches) that must not count against an item.
+    judge("\\frac{1}{2} + \\sqrt{8}", "(x-1)(x+1)", 0.0)
+    judge("x^2-1", "(x-1)(x+1)", 0.0)
     send({"ready": True})
     for line in sys.stdin.buffer:
         request = json.loads(line)

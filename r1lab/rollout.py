@@ -152,7 +152,6 @@ class HFEngine:
         comp: list[list[int]] = [[] for _ in range(total)]
         lps: list[list[float]] = [[] for _ in range(total)]
         reason = ["length"] * total
-        texts = [""] * total
         live = torch.arange(total, device=device)  # sample index of each batch row
         stop_enc = [tok(s, add_special_tokens=False)["input_ids"] for s in params.stop]
         stop_tail = max([len(e) for e in stop_enc] + [1]) + 2
@@ -200,7 +199,6 @@ class HFEngine:
             text = tok.decode(body, skip_special_tokens=False)
             if reason[s] == "stop":
                 text = _cut_after_stop(text, params.stop)
-            texts[s] = text
             samples.append(Sample(enc[s // n], ids_s, lps[s], text, reason[s]))
         return samples
 

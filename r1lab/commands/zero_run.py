@@ -136,7 +136,8 @@ def run(cfg: Config) -> dict:
     ctx, start = setup(cfg)
     runlog = RunLog(ctx.run_dir, cfg.tensorboard, start)
     t_start = time.time()
-    evals = [json.loads(x) for x in (ctx.run_dir / "eval.jsonl").read_text().splitlines()] if start else []
+    eval_file = ctx.run_dir / "eval.jsonl"
+    evals = [json.loads(x) for x in eval_file.read_text().splitlines()] if start and eval_file.is_file() else []
     if start == 0:
         evals.append(held_out(ctx, 0, runlog))
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="zero", unit="step", dynamic_ncols=True)

@@ -180,13 +180,13 @@ def train_step(ctx, step: int) -> dict:
     if cfg.mask_truncated:
         mask[torch.tensor([s.finish_reason == "length" for s in samples], device=ctx.device)] = 0.0
     with torch.no_grad():
-        old_logp = pk.sample_logp
+        # π_old: the sampling log-probs, or a fresh forward pass when asked (filled per micro-batch)
+        old_logp = pk.sample_logp.clone() if cfg.recompute_old_logp else pk.sample_logp
         ref_logp = torch.zeros_like(mask) if cfg.beta > 0 else None
         old_values = torch.zeros_like(mask) if ctx.value is not None else None
         for rows in micro_batches(len(samples), cfg.micro_batch):
             ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
             if cfg.recompute_old_logp:
-                old_logp = old_logp.clone() if old_logp is pk.sample_logp else old_logp
                 old_logp[rows, :t] = completion_logprobs(ctx.policy, ids, pk.start, cfg.temperature)[0]
             if ref_logp is not None:
                 ref_logp[rows, :t] = completion_logprobs(ctx.ref, ids, pk.start, cfg.temperature)[0]

@@ -15,7 +15,6 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from r1lab.rewards.format import parse_response
 from r1lab.tasks.base import Task, TaskOptions
 
 QUESTION = {"en": "Compute {expr}.", "zh": "计算 {expr}。"}
@@ -96,8 +95,7 @@ class Arithmetic(Task):
         return QUESTION[example.get("language", self.options.language)].format(expr=example["expression"])
 
     def extract(self, completion: str) -> str | None:
-        ans = parse_response(completion, self.prompt_opens_think()).answer
-        return ans.replace(" ", "") if ans else None
+        return self.tagged_answer(completion)
 
     def check(self, example: dict, answer: str) -> bool:
         return bool(_INT_RE.match(answer)) and int(answer) == int(example["answer"])

@@ -107,6 +107,11 @@ class Task:
         raise NotImplementedError
 
     # --- shared ----------------------------------------------------------------------
+    def tagged_answer(self, completion: str) -> str | None:
+        """The last <answer>…</answer> content with spaces removed, or None."""
+        ans = parse_response(completion, self.prompt_opens_think()).answer
+        return ans.replace(" ", "") if ans else None
+
     def prompt(self, example: dict, tokenizer: Any = None) -> str:
         return render_prompt(self.question(example), self.options.template, tokenizer)
 

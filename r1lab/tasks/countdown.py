@@ -24,7 +24,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from r1lab.rewards.format import parse_response
 from r1lab.tasks.base import Task, TaskOptions
 
 OPS = "+-*"
@@ -192,8 +191,7 @@ class Countdown(Task):
         return PHRASES[lang]["question"].format(nums=nums, target=example["target"])
 
     def extract(self, completion: str) -> str | None:
-        ans = parse_response(completion, self.prompt_opens_think()).answer
-        return ans.replace(" ", "") if ans else None
+        return self.tagged_answer(completion)
 
     def check(self, example: dict, answer: str) -> bool:
         res = evaluate_expression(answer)

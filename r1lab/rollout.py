@@ -26,6 +26,11 @@ from typing import Protocol
 
 import torch
 
+from r1lab.fastdecode import FastDecoder, supported
+from r1lab.kvcache import HFDecoder
+
+REASONS = ("length", "eos", "stop")  # Sample.finish_reason by code
+
 
 @dataclass
 class SamplingParams:
@@ -79,24 +84,48 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 def sample_next(
     logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row. logits (A, V) float -> (tokens (A,), logprobs (A,))."""
+    """Sample one token per row. logits (A, V) float -> (tokens (A,), logprobs (A,)).
+
+    Inverse-CDF sampling: one uniform u_a per row, token = the first index whose cumulative
+    probability exceeds u_a·Σp (one random number per row where ``torch.multinomial`` draws
+    V exponentials; tests check its frequencies). Log-probs are under softmax(logits / T),
+    before top-k/top-p truncation.
+    """
     if params.temperature <= 0:
         logp = torch.log_softmax(logits, dim=-1)
         tokens = logits.argmax(-1)
     else:
-        scaled = logits / params.temperature
-        logp = torch.log_softmax(scaled, dim=-1)
-        filtered = filter_logits(scaled, params.top_k, params.top_p)
-        probs = torch.softmax(filtered, dim=-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        logp = torch.log_softmax(logits / params.temperature, dim=-1)
+        if params.top_k or params.top_p < 1.0:
+            probs = torch.softmax(filter_logits(logp, params.top_k, params.top_p), dim=-1)
+        else:
+            probs = logp.exp()
+        tokens = sample_inverse_cdf(probs, generator)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def sample_inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """probs (A, V) ≥ 0, rows not necessarily normalised -> (A,) indices, P(i) = p_i / Σp.
+
+    A zero-probability token is never returned: u < cdf[-1] strictly, and the first index with
+    cdf > u has cdf[i] > cdf[i-1].
+    """
+    cdf = probs.cumsum(-1)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=cdf.dtype) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 class HFEngine:
     """Sampling for a ``transformers`` causal LM (see module docstring)."""
 
-    def __init__(self, model, tokenizer, max_batch: int = 256):
+    def __init__(self, model, tokenizer, max_batch: int = 256, fast: bool | None = None):
         self.model = model
+        # fast: the lean Llama-family decode step (fastdecode.py); None = use it when supported
+        self.fast = supported(model) if fast is None else fast
+        if self.fast and not supported(model):
+            raise ValueError(f"fast decoding does not support model_type {model.config.model_type!r}")
         self.tokenizer = tokenizer
         self.max_batch = max_batch  # max sequences decoded at once (prompts chunked to fit)
         self.eos_ids = self._eos_ids()
@@ -132,79 +161,66 @@ class HFEngine:
         return RolloutOutput(samples=samples, n=n)
 
     def _generate_chunk(self, prompts, params, n, gen, device) -> list[Sample]:
-        from transformers import DynamicCache
-
         tok = self.tokenizer
         enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        width = max(len(e) for e in enc)
+        width, steps = max(len(e) for e in enc), params.max_new_tokens
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc], device=device)
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(n)
-        logits = out.logits[:, -1, :].float().repeat_interleave(n, dim=0)
-        mask = mask.repeat_interleave(n, dim=0)
-        next_pos = pos[:, -1:].repeat_interleave(n, dim=0) + 1
+        decoder = FastDecoder(self.model) if self.fast else HFDecoder(self.model)
+        logits = decoder.prefill(ids, mask, n, capacity=width + steps)
         total = len(prompts) * n
-        comp: list[list[int]] = [[] for _ in range(total)]
-        lps: list[list[float]] = [[] for _ in range(total)]
-        reason = ["length"] * total
+        next_pos = torch.tensor([len(e) for e in enc], device=device).repeat_interleave(n)
+        out_tok = torch.full((total, steps), pad, dtype=torch.long, device=device)
+        out_lp = torch.zeros((total, steps), dtype=torch.float32, device=device)
+        length = torch.full((total,), steps, dtype=torch.long, device=device)
+        reason = torch.zeros(total, dtype=torch.long, device=device)  # index into REASONS
         live = torch.arange(total, device=device)  # sample index of each batch row
         stop_enc = [tok(s, add_special_tokens=False)["input_ids"] for s in params.stop]
         stop_tail = max([len(e) for e in stop_enc] + [1]) + 2
         # fast path: every stop string is an added token (like </answer> in r1lab's tokenizer) ->
-        # compare ids, no decoding. Otherwise decode the tail of each live sample every step.
+        # compare ids on the tensor. Otherwise decode the tail of each live sample every step.
         added = set(getattr(tok, "get_added_vocab", dict)().values())
-        single = stop_enc and all(len(e) == 1 and e[0] in added for e in stop_enc)
-        stop_ids = {e[0] for e in stop_enc} if single else None
-        for step in range(params.max_new_tokens):
+        single = not stop_enc or all(len(e) == 1 and e[0] in added for e in stop_enc)
+        eos_t = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
+        stop_t = torch.tensor(sorted({e[0] for e in stop_enc} if single else ()), dtype=torch.long, device=device)
+        for step in range(steps):
             tokens, logp = sample_next(logits, params, gen)
-            tok_list, lp_list, live_list = tokens.tolist(), logp.tolist(), live.tolist()
-            keep = []
-            for row, (s, t, lp) in enumerate(zip(live_list, tok_list, lp_list)):
-                comp[s].append(t)
-                lps[s].append(lp)
-                if t in self.eos_ids:
-                    reason[s] = "eos"
-                elif stop_ids is not None and t in stop_ids:
-                    reason[s] = "stop"
-                elif stop_ids is None and params.stop and self._hit_stop(comp[s], params.stop, stop_tail):
-                    reason[s] = "stop"
-                else:
-                    keep.append(row)
-            if not keep or step == params.max_new_tokens - 1:
+            out_tok[live, step] = tokens
+            out_lp[live, step] = logp
+            is_eos = torch.isin(tokens, eos_t)
+            is_stop = torch.isin(tokens, stop_t) & ~is_eos
+            if not single:
+                is_stop |= self._stop_rows(out_tok, live, step, params.stop, stop_tail) & ~is_eos
+            ended = is_eos | is_stop
+            if step == steps - 1:
+                reason[live[ended]] = torch.where(is_eos[ended], 1, 2)
                 break
-            if len(keep) < len(live_list):
-                idx = torch.tensor(keep, device=device)
-                cache.batch_select_indices(idx)
-                live, tokens, mask, next_pos = live[idx], tokens[idx], mask[idx], next_pos[idx]
-            mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=next_pos,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :].float()
+            if bool(ended.any()):
+                done = live[ended]
+                reason[done] = torch.where(is_eos[ended], 1, 2)
+                length[done] = step + 1
+                if bool(ended.all()):
+                    break
+                order = decoder.keep(~ended)
+                live, tokens, next_pos = live[order], tokens[order], next_pos[order]
+            logits = decoder.step(tokens, next_pos)
             next_pos = next_pos + 1
         samples = []
-        for s in range(total):
-            ids_s = comp[s]
-            body = ids_s[:-1] if reason[s] == "eos" else ids_s
-            text = tok.decode(body, skip_special_tokens=False)
-            if reason[s] == "stop":
+        for s, (row, lp, k, r) in enumerate(zip(out_tok.tolist(), out_lp.tolist(), length.tolist(), reason.tolist())):
+            ids_s, why = row[:k], REASONS[r]
+            text = tok.decode(ids_s[:-1] if why == "eos" else ids_s, skip_special_tokens=False)
+            if why == "stop":
                 text = _cut_after_stop(text, params.stop)
-            samples.append(Sample(enc[s // n], ids_s, lps[s], text, reason[s]))
+            samples.append(Sample(enc[s // n], ids_s, lp[:k], text, why))
         return samples
 
-    def _hit_stop(self, ids: list[int], stops: tuple[str, ...], tail: int) -> bool:
-        text = self.tokenizer.decode(ids[-tail:], skip_special_tokens=False)
-        return any(s in text for s in stops)
+    def _stop_rows(self, out_tok, live, step, stops, tail) -> torch.Tensor:
+        """Slow path for stop strings that span several tokens: decode each live row's tail."""
+        lo = max(0, step + 1 - tail)
+        rows = out_tok[live, lo : step + 1].tolist()
+        hit = [any(s in self.tokenizer.decode(r, skip_special_tokens=False) for s in stops) for r in rows]
+        return torch.tensor(hit, dtype=torch.bool, device=live.device)
 
 
 def _cut_after_stop(text: str, stops: tuple[str, ...]) -> str:

@@ -66,11 +66,27 @@ def completion_logprobs(
     return logp, ent
 
 
-def micro_batches(n: int, size: int, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Index sets of at most ``size`` rows. With ``lengths``, rows are sorted by length first so
-    that each micro-batch pads little (length bucketing); the union is always all n rows."""
-    order = torch.argsort(lengths.cpu(), descending=True) if lengths is not None else torch.arange(n)
-    return [order[i : i + size] for i in range(0, n, size)]
+def micro_batches(n: int, size: int, lengths: torch.Tensor | None = None, max_tokens: int = 0,
+                  start: int = 0) -> list[torch.Tensor]:
+    """Index sets of at most ``size`` rows whose union is all n rows.
+
+    With ``lengths`` (completion tokens of each row), rows are sorted longest first so that each
+    micro-batch pads little (length bucketing). With ``max_tokens`` > 0 as well, a micro-batch
+    also stops growing before its padded size rows·(start + longest) exceeds ``max_tokens``
+    (always at least one row): short rows then go in large micro-batches and long rows in
+    small ones, so compute and activation memory per micro-batch stay about constant.
+    """
+    order = torch.argsort(lengths.cpu(), descending=True, stable=True) if lengths is not None else torch.arange(n)
+    if lengths is None or max_tokens <= 0:
+        return [order[i : i + size] for i in range(0, n, size)]
+    lens = lengths.cpu()[order].tolist()
+    out, i = [], 0
+    while i < n:
+        width = start + lens[i]  # the longest row of this micro-batch sets its padded width
+        rows = max(1, min(size, max_tokens // max(width, 1), n - i))
+        out.append(order[i : i + rows])
+        i += rows
+    return out
 
 
 def trim(packed_ids: torch.Tensor, rows: torch.Tensor, start: int, mask: torch.Tensor) -> tuple[torch.Tensor, int]:

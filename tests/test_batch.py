@@ -34,3 +34,16 @@ def test_micro_batches_partition_rows():
     assert sorted(torch.cat(parts).tolist()) == list(range(7))
     assert [len(p) for p in parts] == [3, 3, 1]
     assert lengths[parts[0]].tolist() == [9, 8, 7]  # longest first: little padding per micro-batch
+
+
+def test_micro_batches_token_budget():
+    # start (prompt width) 2: padded widths 11, 10, 9, 7, 5, 4, 3 for lengths 9, 8, 7, 5, 3, 2, 1
+    lengths = torch.tensor([5, 1, 9, 3, 7, 2, 8])
+    parts = micro_batches(7, 4, lengths, max_tokens=24, start=2)
+    # by hand: 24 // 11 = 2 rows (9, 8); then 24 // 9 = 2 (7, 5); then 24 // 5 = 4, capped by 3 left
+    assert [lengths[p].tolist() for p in parts] == [[9, 8], [7, 5], [3, 2, 1]]
+    for p in parts:  # every micro-batch within budget: rows × (start + longest)
+        assert len(p) * (2 + int(lengths[p].max())) <= 24
+    # the size cap still applies, and a row longer than the budget still gets a micro-batch
+    assert [len(p) for p in micro_batches(7, 2, lengths, max_tokens=1000, start=2)] == [2, 2, 2, 1]
+    assert [len(p) for p in micro_batches(3, 8, torch.tensor([50, 1, 1]), max_tokens=10)] == [1, 2]

@@ -184,7 +184,7 @@ def train_step(ctx, step: int) -> dict:
         old_logp = pk.sample_logp.clone() if cfg.recompute_old_logp else pk.sample_logp
         ref_logp = torch.zeros_like(mask) if cfg.beta > 0 else None
         old_values = torch.zeros_like(mask) if ctx.value is not None else None
-        for rows in micro_batches(len(samples), cfg.micro_batch):
+        for rows in micro_batches(len(samples), cfg.micro_batch, pk.lengths, cfg.micro_batch_tokens, pk.start):
             ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
             if cfg.recompute_old_logp:
                 old_logp[rows, :t] = completion_logprobs(ctx.policy, ids, pk.start, cfg.temperature)[0]
@@ -235,7 +235,7 @@ def update_minibatch(ctx, pk, mb, mask, old_logp, ref_logp, adv, returns, old_va
         ctx.value_opt.zero_grad(set_to_none=True)
     tok_mb = float(mask[mb].sum())
     finite = True
-    for rows in micro_batches(len(mb), cfg.micro_batch, pk.lengths[mb]):
+    for rows in micro_batches(len(mb), cfg.micro_batch, pk.lengths[mb], cfg.micro_batch_tokens, pk.start):
         rows = mb[rows]
         ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
         logp, ent = completion_logprobs(ctx.policy, ids, pk.start, cfg.temperature, with_entropy=first_epoch)

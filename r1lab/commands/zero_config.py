@@ -50,7 +50,10 @@ class Config:
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     mu: int = field(default=1, metadata={"help": "inner epochs over each rollout"})
     minibatches: int = field(default=1, metadata={"help": "optimizer steps per inner epoch"})
-    micro_batch: int = field(default=64, metadata={"help": "sequences per forward/backward"})
+    micro_batch: int = field(default=64, metadata={"help": "sequences per forward/backward (at most)"})
+    micro_batch_tokens: int = field(default=2048, metadata={
+        "help": "padded tokens per forward/backward (at most; 0 = no limit): rows are bucketed by length, "
+                "long rows go in smaller micro-batches"})
     recompute_old_logp: bool = field(default=False, metadata={"help": "recompute π_old (else reuse sampling)"})
     value_lr: float = field(default=3e-4, metadata={"help": "PPO value-model learning rate"})
     gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE λ"})
@@ -93,6 +96,8 @@ class Config:
             raise ConfigError(f"norm must be sequence | token | constant, not {self.norm!r}")
         if self.level not in ("token", "sequence"):
             raise ConfigError(f"level must be token | sequence, not {self.level!r}")
+        if self.micro_batch_tokens < 0:
+            raise ConfigError("micro_batch_tokens must be >= 0 (0 = no token limit)")
         if self.mu < 1 or self.steps < 1 or self.micro_batch < 1:
             raise ConfigError("mu, steps and micro_batch must be >= 1")
         if self.overlong_buffer >= self.max_new_tokens:

@@ -1,4 +1,4 @@
-"""Policy-update speed: r1lab's length-bucketed micro-batches vs one padded full batch, one run.
+"""Policy-update speed: r1lab's length-bucketed token-budget micro-batches vs one padded batch, one run.
 
     python bench/update.py                        # shipped base, 256 sequences, completions 20..160 tokens
     python bench/update.py --sequences 32 --group 8 --max-len 64 --repeats 1   # a smoke run
@@ -18,12 +18,13 @@ ceiling measured in the same run. Training FLOPs ≈ 3 × forward, over real tok
 steps per variant; variants alternate; one untimed warm-up step each.
 
 Variants (the only difference between them is how rows are grouped into forward passes):
-  bucketed  r1lab's default: ``micro_batches(n, micro_batch, lengths)`` sorts rows by length,
-            ``trim`` cuts each micro-batch's shared right padding (``--micro-batch`` rows, 64
-            as in zero's Config).
-  unsorted  same micro-batch size, rows in group order (no length sort), still trimmed
-            (``pk.lengths`` is replaced by −row index so that ``micro_batches`` keeps the
-            order). Shows what the sort alone buys.
+  bucketed  r1lab's default: ``micro_batches(n, micro_batch, lengths, micro_batch_tokens)``
+            sorts rows by length and cuts them into micro-batches of at most ``--micro-batch``
+            rows (64) and ``--micro-batch-tokens`` padded tokens (2048), zero's defaults;
+            ``trim`` cuts each micro-batch's shared right padding.
+  unsorted  micro-batches of ``--micro-batch`` rows in group order (no length sort, no token
+            budget), still trimmed (``pk.lengths`` is replaced by −row index so that
+            ``micro_batches`` keeps the order). Shows what sorting and the budget buy.
   padded    the reference: one forward/backward over all rows padded to the longest
             sequence (micro_batch = sequences).
 
@@ -63,6 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--min-len", type=int, default=20, help="shortest completion (tokens)")
     p.add_argument("--max-len", type=int, default=160, help="longest completion (tokens)")
     p.add_argument("--micro-batch", type=int, default=64, help="rows per forward/backward (zero's default)")
+    p.add_argument("--micro-batch-tokens", type=int, default=2048, help="padded tokens per forward/backward "
+                   "(bucketed variant; zero's default)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of " + " | ".join(VARIANTS))
     p.add_argument("--repeats", type=int, default=3, help="timed steps per variant (median reported)")
     p.add_argument("--lr", type=float, default=1e-6, help="small, so that the weights barely move between steps")
@@ -104,10 +107,10 @@ def make_batch(args, tok, model, device="cpu"):
     return samples, pk, old, adv
 
 
-def processed_tokens(pk, micro: int, lengths) -> int:
+def processed_tokens(pk, micro: int, lengths, max_tokens: int) -> int:
     """Token positions the model actually runs on (padding included) for one variant."""
     total = 0
-    for rows in micro_batches(pk.input_ids.shape[0], micro, lengths):
+    for rows in micro_batches(pk.input_ids.shape[0], micro, lengths, max_tokens, pk.start):
         ids, _ = trim(pk.input_ids, rows, pk.start, pk.mask)
         total += ids.numel()
     return total
@@ -128,15 +131,15 @@ def main(argv=None) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     tmp = Path(tempfile.mkdtemp(prefix="r1lab-bench-update-"))
 
-    def context(micro: int):
-        cfg = Config(micro_batch=micro, lr=args.lr, warmup=0, norm="token", beta=0.0, eps_low=0.2, eps_high=0.28,
+    def context(micro: int, tokens: int = 0):
+        cfg = Config(micro_batch=micro, micro_batch_tokens=tokens, lr=args.lr, warmup=0, norm="token", beta=0.0, eps_low=0.2, eps_high=0.28,
                      max_new_tokens=args.max_len, prompts_per_step=n // args.group, group_size=args.group)
         return SimpleNamespace(cfg=cfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
                                run_dir=tmp)
 
     in_order = -torch.arange(n)  # descending sort of −index = the original row order
     setups = {
-        "bucketed": (context(args.micro_batch), pk),
+        "bucketed": (context(args.micro_batch, args.micro_batch_tokens), pk),
         "unsorted": (context(args.micro_batch), dataclasses.replace(pk, lengths=in_order)),
         "padded": (context(n), pk),
     }
@@ -168,7 +171,7 @@ def main(argv=None) -> None:
     for name in names:
         ctx, packed = setups[name]
         sec = common.median(times[name])
-        processed = processed_tokens(packed, ctx.cfg.micro_batch, packed.lengths)
+        processed = processed_tokens(packed, ctx.cfg.micro_batch, packed.lengths, ctx.cfg.micro_batch_tokens)
         rows.append({
             "variant": name, "micro_batch": ctx.cfg.micro_batch, "sec": sec, "all_sec": times[name],
             "completion_tokens_per_s": comp_tokens / sec, "real_tokens_per_s": real_tokens / sec,

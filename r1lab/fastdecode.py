@@ -179,7 +179,7 @@ class FastDecoder:
             self.v[i][:n, :, t] = v
             keys, values = self.k[i][:n, :, : t + 1], self.v[i][:n, :, : t + 1]
             s = q.reshape(n, kvh, h // kvh, hd) @ keys.transpose(-1, -2)
-            s = (s * attn.scaling + bias).softmax(-1)  # (N, H_kv, H/H_kv, t+1)
+            s = (s * attn.scaling + bias).softmax(-1, dtype=torch.float32).to(values.dtype)  # (N, H_kv, H/H_kv, t+1)
             x = x + o_proj((s @ values).reshape(n, h * hd))
             g, u = gate_up(norm2(x)).split(gate_up.sizes, dim=-1)
             x = x + down(layer.mlp.act_fn(g) * u)

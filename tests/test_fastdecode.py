@@ -123,3 +123,18 @@ def test_inverse_cdf_never_picks_zero_mass_when_u_is_at_the_top(monkeypatch):
     for top in (1.0 - 2**-24, 1.0):
         monkeypatch.setattr(torch, "rand", lambda shape, top=top, **kw: torch.full(shape, top))
         assert sample_inverse_cdf(probs, None).tolist() == [1, 2]
+
+
+def test_bf16_model_matches_within_bf16_rounding():
+    # the GPU dtype path on CPU: bf16 weights, norms through the model's own modules, fp32 softmax
+    model = _tiny("qwen2").to(torch.bfloat16)
+    prompts = [[5, 9, 11, 3], [7, 8]]
+    ids = torch.tensor([[5, 9, 11, 3], [0, 0, 7, 8]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    dec = FastDecoder(model)
+    with torch.no_grad():
+        dec.prefill(ids, mask, 1, capacity=8)
+        logits = dec.step(torch.tensor([13, 14]), torch.tensor([4, 2]))
+        ref = _reference_logits(model, prompts, [[13], [14]])
+    assert logits.dtype == torch.float32
+    assert torch.allclose(logits, ref, atol=0.05, rtol=0.05), (logits - ref).abs().max()

@@ -68,18 +68,13 @@ def _norm(mod):
 
 
 class Linear:
-    """y = x·Wᵀ + b for the row-concatenation of several ``nn.Linear``s (q|k|v, gate|up): one GEMM.
-
-    On CPU the weight is prepacked once into oneDNN's blocked layout
-    (``torch.ops.mkldnn._reorder_linear_weight``, what ``torch.compile`` uses for CPU linears):
-    MKL's sgemm repacks the weight on every call, which dominated small decode batches
-    (measured on the 2-core AMD dev machine, per 192→512 linear with cold weights: 59 µs vs 30 µs
-    at 1 row, 469 vs 342 µs at 256 rows). Elsewhere, or if the private op is missing, F.linear.
+    """y = x·Wᵀ + b for the row-concatenation of several ``nn.Linear``s (q|k|v, gate|up): one GEMM
+    and one op dispatch instead of two or three. (Prepacking the weight into oneDNN's blocked
+    layout was 2× faster per 1-row GEMV in isolation but gave no measurable end-to-end gain:
+    +0.3% and +2.7% in 14-pair A/B runs at 64 and 256 rows; docs/performance.md.)
     """
 
-    prepack = True  # class switch for A/B benchmarks
-
-    def __init__(self, mods: list[torch.nn.Module], rows_hint: int):
+    def __init__(self, mods: list[torch.nn.Module]):
         w = torch.cat([m.weight.detach() for m in mods]) if len(mods) > 1 else mods[0].weight.detach()
         biases = [getattr(m, "bias", None) for m in mods]
         self.bias = None
@@ -87,16 +82,9 @@ class Linear:
             self.bias = torch.cat([b.detach() if b is not None else w.new_zeros(m.weight.shape[0])
                                    for m, b in zip(mods, biases)])
         self.sizes = [m.weight.shape[0] for m in mods]
-        self.weight, self.packed = w, None
-        if self.prepack and w.device.type == "cpu" and w.dtype == torch.float32 and torch.backends.mkldnn.is_available():
-            try:
-                self.packed = torch.ops.mkldnn._reorder_linear_weight(w, rows_hint)
-            except (AttributeError, RuntimeError):  # op absent or unsupported in this build
-                self.packed = None
+        self.weight = w
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
 
@@ -145,9 +133,9 @@ class FastDecoder:
         self.linears = []
         for layer in self.inner.layers:
             a, m = layer.self_attn, layer.mlp
-            self.linears.append((Linear([a.q_proj, a.k_proj, a.v_proj], p * n), Linear([a.o_proj], p * n),
-                                 Linear([m.gate_proj, m.up_proj], p * n), Linear([m.down_proj], p * n)))
-        self.lm_head = Linear([self.model.lm_head], p * n)
+            self.linears.append((Linear([a.q_proj, a.k_proj, a.v_proj]), Linear([a.o_proj]),
+                                 Linear([m.gate_proj, m.up_proj]), Linear([m.down_proj])))
+        self.lm_head = Linear([self.model.lm_head])
         self.norms = [(_norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)) for layer in self.inner.layers]
         self.final_norm = _norm(self.inner.norm)
         table = torch.arange(capacity, device=ids.device)[None]

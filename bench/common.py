@@ -61,16 +61,26 @@ def set_threads(n: int) -> int:
     return n
 
 
-def matmul_ceiling(size: int = 1024, tries: int = 7, dtype: torch.dtype = torch.float32) -> float:
-    """Best FLOP/s of (size × size) @ (size × size) over ``tries`` timed calls (after a warm-up)."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    out = torch.empty(size, size, dtype=dtype)
-    torch.matmul(a, b, out=out)  # warm-up: thread pool, allocator
+def sync(device: str | torch.device = "cpu") -> None:
+    """Wait for queued GPU work, so that wall-clock times cover it (no-op on CPU)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_ceiling(size: int = 1024, tries: int = 7, dtype: torch.dtype = torch.float32,
+                   device: str = "cpu") -> float:
+    """Best FLOP/s of (size × size) @ (size × size) over ``tries`` timed calls (after a warm-up),
+    in the model's dtype on the model's device (use size ≥ 4096 on a GPU)."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    out = torch.empty(size, size, dtype=dtype, device=device)
+    torch.matmul(a, b, out=out)  # warm-up: thread pool, allocator, kernel selection
+    sync(device)
     best = float("inf")
     for _ in range(tries):
         t = time.perf_counter()
         torch.matmul(a, b, out=out)
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return 2.0 * size**3 / best
 
@@ -117,9 +127,11 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+def timed(fn: Callable[[], object], device: str = "cpu") -> tuple[float, object]:
+    sync(device)
     t = time.perf_counter()
     out = fn()
+    sync(device)
     return time.perf_counter() - t, out
 
 

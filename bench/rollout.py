@@ -45,7 +45,7 @@ import sys
 import common
 import torch
 
-from r1lab.models import load_model, load_tokenizer, resolve_model
+from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model
 from r1lab.rollout import HFEngine, SamplingParams
 from r1lab.tasks import get_task
 
@@ -58,7 +58,10 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3, help="timed calls per engine (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores of this process)")
-    p.add_argument("--ceiling-size", type=int, default=1024, help="side of the square fp32 matmul ceiling")
+    p.add_argument("--ceiling-size", type=int, default=0, help="side of the square matmul ceiling (0 = 1024 on "
+                   "CPU, 8192 on GPU)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -95,13 +98,13 @@ def real_lengths(gen: torch.Tensor, end_ids: list[int], tok, strings: list[str])
     return out
 
 
-def run_r1lab(engine, prompts, params, n) -> dict:
-    sec, out = common.timed(lambda: engine.generate(prompts, params, n=n))
+def run_r1lab(engine, prompts, params, n, device) -> dict:
+    sec, out = common.timed(lambda: engine.generate(prompts, params, n=n), device)
     return {"sec": sec, "lengths": [len(s.completion_ids) for s in out.samples]}
 
 
 @torch.no_grad()
-def run_hf(model, enc, n, max_new, stop_kw, tok, seed) -> dict:
+def run_hf(model, enc, n, max_new, stop_kw, tok, seed, device) -> dict:
     torch.manual_seed(seed)
     end_ids = stop_kw["eos_token_id"]
     strings = stop_kw.get("stop_strings", [])
@@ -119,8 +122,8 @@ def run_hf(model, enc, n, max_new, stop_kw, tok, seed) -> dict:
             **stop_kw,
         )
 
-    sec, out = common.timed(call)
-    gen = out[:, enc["input_ids"].shape[1] :]
+    sec, out = common.timed(call, device)
+    gen = out[:, enc["input_ids"].shape[1] :].cpu()
     return {"sec": sec, "lengths": real_lengths(gen, end_ids, tok, strings), "rows_decoded": gen.shape[1]}
 
 
@@ -131,7 +134,10 @@ def main(argv=None) -> None:
     threads = common.set_threads(args.threads)
     path = resolve_model(args.model)
     tok = load_tokenizer(path)
-    model = load_model(path, device="cpu")  # fp32, sdpa, eval
+    device = pick_device(args.device)
+    model = load_model(path, dtype=args.dtype, device=device)  # fp32 on CPU / bf16 on CUDA, sdpa, eval
+    dtype = next(model.parameters()).dtype
+    size = args.ceiling_size or (8192 if device.startswith("cuda") else 1024)
     task = get_task("countdown")
     examples = task.examples("train")
     picked = random.Random(args.seed).sample(range(len(examples)), args.prompts)
@@ -141,7 +147,7 @@ def main(argv=None) -> None:
     engine = HFEngine(model, tok, max_batch=max(256, args.prompts * args.n))
     stops = ("</answer>",)
     stop_kw = hf_stop_kwargs(tok, engine.eos_ids, stops)
-    enc = tok(prompts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt")
+    enc = tok(prompts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt").to(device)
 
     def params(seed):
         return SamplingParams(args.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0, stop=stops, seed=seed)
@@ -152,13 +158,13 @@ def main(argv=None) -> None:
     model.generate(**{k: v[:2] for k, v in enc.items()}, do_sample=True, top_k=0, max_new_tokens=8,
                    num_return_sequences=2, pad_token_id=tok.pad_token_id, **stop_kw)
 
-    ceiling = common.matmul_ceiling(args.ceiling_size)
+    ceiling = common.matmul_ceiling(size, dtype=dtype, device=device)
     dims = common.model_dims(model)
     r1, hf = [], []
     for rep in range(args.repeats):  # alternate so that drifting load hits both sides alike
-        r1.append(run_r1lab(engine, prompts, params(args.seed + 1000 + rep), args.n))
-        hf.append(run_hf(model, enc, args.n, args.max_new_tokens, stop_kw, tok, args.seed + 1000 + rep))
-    ceiling = max(ceiling, common.matmul_ceiling(args.ceiling_size))  # best of before and after
+        r1.append(run_r1lab(engine, prompts, params(args.seed + 1000 + rep), args.n, device))
+        hf.append(run_hf(model, enc, args.n, args.max_new_tokens, stop_kw, tok, args.seed + 1000 + rep, device))
+    ceiling = max(ceiling, common.matmul_ceiling(size, dtype=dtype, device=device))  # best of before and after
 
     def summarise(name, runs):
         tps = [sum(r["lengths"]) / r["sec"] for r in runs]
@@ -183,8 +189,8 @@ def main(argv=None) -> None:
     ratio = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
     print(f"model {path}: {dims['params']:,} params, P_mm {dims['matmul_params']:,}; "
           f"{args.prompts} prompts x {args.n} samples, max_new_tokens {args.max_new_tokens}, "
-          f"{threads} threads, median of {args.repeats}")
-    print(f"matmul ceiling ({args.ceiling_size}^3 fp32, best of tries): {ceiling / 1e9:.1f} GFLOP/s")
+          f"{device} {str(dtype).replace('torch.', '')}, {threads} threads, median of {args.repeats}")
+    print(f"matmul ceiling ({size}^3 {str(dtype).replace('torch.', '')}, best of tries): {ceiling / 1e9:.1f} GFLOP/s")
     common.print_table(rows, [("engine", "engine", "s"), ("sec", "s/call", ".3f"), ("tokens", "tokens", ".0f"),
                               ("mean_len", "mean len", ".1f"), ("tokens_per_s", "tokens/s", ".1f"),
                               ("gflops", "GFLOP/s", ".3f"), ("mfu", "of ceiling", ".4%")])

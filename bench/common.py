@@ -61,6 +61,20 @@ def set_threads(n: int) -> int:
     return n
 
 
+def add_device_args(p, ceiling: bool = True) -> None:
+    """--device / --dtype (and --ceiling-size) as the benchmarks share them."""
+    if ceiling:
+        p.add_argument("--ceiling-size", type=int, default=0, help="side of the square matmul ceiling (0 = 1024 on "
+                       "CPU, 8192 on GPU)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16")
+
+
+def ceiling_side(args, device: str) -> int:
+    """--ceiling-size, or its default for the device: 8192 on a GPU, 1024 on a CPU."""
+    return args.ceiling_size or (8192 if device.startswith("cuda") else 1024)
+
+
 def sync(device: str | torch.device = "cpu") -> None:
     """Wait for queued GPU work, so that wall-clock times cover it (no-op on CPU)."""
     if str(device).startswith("cuda"):

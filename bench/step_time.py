@@ -34,7 +34,7 @@ import torch
 from update import make_batch
 
 from r1lab.commands.zero import Config, update_minibatch
-from r1lab.models import load_tokenizer, pick_device, resolve_model, tiny_config
+from r1lab.models import load_tokenizer, pick_device, resolve_dtype, resolve_model, tiny_config
 from r1lab.rollout import HFEngine, SamplingParams
 from r1lab.tasks import get_task
 
@@ -48,8 +48,7 @@ PRESETS = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="0.5b", choices=sorted(PRESETS))
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16")
+    common.add_device_args(p, ceiling=False)
     p.add_argument("--prompts", type=int, default=16, help="B")
     p.add_argument("--group", type=int, default=16, help="G")
     p.add_argument("--max-new-tokens", type=int, default=256)
@@ -66,8 +65,7 @@ def main(argv=None) -> None:
     common.quiet()
     threads = common.set_threads(args.threads)
     device = pick_device(args.device)
-    dtype = (torch.bfloat16 if device.startswith("cuda") else torch.float32) if args.dtype == "auto" \
-        else getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype, device)
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(resolve_model(""))

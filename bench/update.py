@@ -70,10 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed steps per variant (median reported)")
     p.add_argument("--lr", type=float, default=1e-6, help="small, so that the weights barely move between steps")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores of this process)")
-    p.add_argument("--ceiling-size", type=int, default=0, help="side of the square matmul ceiling (0 = 1024 on "
-                   "CPU, 8192 on GPU)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16")
+    common.add_device_args(p)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.sequences % args.group:
@@ -132,7 +129,7 @@ def main(argv=None) -> None:
     device = pick_device(args.device)
     model = load_model(path, dtype=args.dtype, device=device).train()
     dtype = next(model.parameters()).dtype
-    size = args.ceiling_size or (8192 if device.startswith("cuda") else 1024)
+    size = common.ceiling_side(args, device)
     samples, pk, old, adv = make_batch(args, tok, model, device)
     adv = adv.to(device)
     n = args.sequences

@@ -181,7 +181,7 @@ class FastDecoder:
             raise RuntimeError(f"FastDecoder capacity {self.bias.shape[1]} exhausted")
         for store in (self.k, self.v):
             for i, buf in enumerate(store):
-                new = buf.new_empty((self.rows, *buf.shape[1:2], cap, buf.shape[3]))
+                new = buf.new_empty((self.rows, buf.shape[1], cap, buf.shape[3]))
                 new[:, :, :t] = buf[: self.rows, :, :t]
                 store[i] = new
 

@@ -40,9 +40,10 @@ class PreallocatedLayer(DynamicLayer):
         self.dtype, self.device = key_states.dtype, key_states.device
         self.is_initialized = True
 
-    def _alloc(self, like: torch.Tensor, batch: int, capacity: int) -> torch.Tensor:
+    def _alloc(self, like: torch.Tensor, capacity: int) -> torch.Tensor:
+        """An empty buffer shaped like ``like`` (B, H, T, D) with T = ``capacity``."""
         b, h, _, d = like.shape
-        return like.new_empty((batch if batch >= 0 else b, h, capacity, d))
+        return like.new_empty((b, h, capacity, d))
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
@@ -50,8 +51,8 @@ class PreallocatedLayer(DynamicLayer):
         end = self.length + key_states.shape[-2]
         if self._k is None or end > self._k.shape[-2]:
             cap = max(self.capacity, end) if self._k is None else max(2 * end, self.capacity)
-            new_k = self._alloc(key_states, -1, cap)
-            new_v = self._alloc(value_states, -1, cap)
+            new_k = self._alloc(key_states, cap)
+            new_v = self._alloc(value_states, cap)
             if self._k is not None:
                 new_k[:, :, : self.length] = self._k[:, :, : self.length]
                 new_v[:, :, : self.length] = self._v[:, :, : self.length]
@@ -73,8 +74,8 @@ class PreallocatedLayer(DynamicLayer):
         filled_k = select(self._k[:, :, : self.length])
         filled_v = select(self._v[:, :, : self.length])
         cap = self._k.shape[-2]
-        self._k = self._alloc(filled_k, filled_k.shape[0], cap)
-        self._v = self._alloc(filled_v, filled_v.shape[0], cap)
+        self._k = self._alloc(filled_k, cap)
+        self._v = self._alloc(filled_v, cap)
         self._k[:, :, : self.length] = filled_k
         self._v[:, :, : self.length] = filled_v
         self.keys = self._k[:, :, : self.length]

@@ -101,6 +101,13 @@ def load_tokenizer(name: str | None = None):
     return tok
 
 
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """'auto' -> bfloat16 on CUDA, float32 elsewhere; else the torch dtype of that name."""
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
 def load_model(name: str | None = None, dtype: str = "auto", device: str = "cpu"):
     """A causal LM from a local directory or hub id, in eval mode, on ``device``.
 
@@ -108,12 +115,9 @@ def load_model(name: str | None = None, dtype: str = "auto", device: str = "cpu"
     """
     from transformers import AutoModelForCausalLM
 
-    if dtype == "auto":
-        torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    else:
-        torch_dtype = getattr(torch, dtype)
     attn = "sdpa"
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=torch_dtype, attn_implementation=attn)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=resolve_dtype(dtype, device),
+                                                 attn_implementation=attn)
     return model.to(device).eval()
 
 

@@ -84,11 +84,12 @@ def main(argv=None) -> None:
     adv = adv.to(device)
     mask, mb = pk.mask.clone(), torch.arange(len(samples), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-7, betas=(0.9, 0.99), weight_decay=0.0)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     zcfg = Config(micro_batch=args.micro_batch, micro_batch_tokens=args.micro_batch_tokens, lr=1e-7, warmup=0,
                   norm="token", beta=0.0, max_new_tokens=args.max_new_tokens, prompts_per_step=args.prompts,
                   group_size=args.group)
     ctx = SimpleNamespace(cfg=zcfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
-                          run_dir=Path(tempfile.mkdtemp(prefix="r1lab-bench-step-")))
+                          run_dir=Path(tempfile.mkdtemp(prefix="r1lab-bench-step-")), pad_id=pad)
 
     def rollout(seed):
         sp = SamplingParams(args.max_new_tokens, 1.0, 1.0, 0, ("</answer>",), seed=seed)
@@ -96,7 +97,7 @@ def main(argv=None) -> None:
 
     def update():
         model.train()
-        sec, ok = common.timed(lambda: update_minibatch(ctx, pk, mb, mask, old, None, adv, None, None, {}, True), device)
+        sec, ok = common.timed(lambda: update_minibatch(ctx, pk, mb, mask, old, None, adv, None, None, {}), device)
         if not ok:
             raise RuntimeError("update skipped (non-finite loss)")
         return sec

@@ -5,7 +5,7 @@
 
 What it measures: one GRPO optimizer step exactly as ``r1lab zero`` does it, by calling
 ``r1lab.commands.zero.update_minibatch`` (per micro-batch: ``batch.trim`` ->
-``completion_logprobs`` (+ entropy, as in the first inner epoch) -> ``grpo.policy_loss``
+``row_logprobs`` -> ``grpo.policy_loss``
 (DAPO token norm, ε 0.2/0.28, β 0) -> weighted ``backward``; then grad-norm clipping and an
 AdamW step) on a packed batch of ``--sequences`` sequences: real Countdown prompts (short
 template, ≈15 tokens), G = ``--group`` completions each, completion lengths uniform in
@@ -17,15 +17,20 @@ ceiling measured in the same run. Training FLOPs ≈ 3 × forward, over real tok
 Σ_tokens [6·P_mm + 12·layers·d·context] (see ``common.py``). Median of ``--repeats`` timed
 steps per variant; variants alternate; one untimed warm-up step each.
 
-Variants (the only difference between them is how rows are grouped into forward passes):
+Variants (they differ only in how rows are grouped into forward passes and whether the
+prompts run once per group):
   bucketed  r1lab's default: ``micro_batches(n, micro_batch, lengths, micro_batch_tokens)``
             sorts rows by length and cuts them into micro-batches of at most ``--micro-batch``
             rows (64) and ``--micro-batch-tokens`` padded tokens (2048), zero's defaults;
-            ``trim`` cuts each micro-batch's shared right padding.
-  unsorted  micro-batches of ``--micro-batch`` rows in group order (no length sort, no token
-            budget), still trimmed (``pk.lengths`` is replaced by −row index so that
-            ``micro_batches`` keeps the order). Shows what sorting and the budget buy.
-  padded    the reference: one forward/backward over all rows padded to the longest
+            ``trim`` cuts each micro-batch's shared right padding; each distinct prompt runs
+            once per step and its G completions attend to its keys (``fasttrain``,
+            ``shared_prompt``).
+  plain     the same micro-batches through the model's own forward over prompt + completion
+            (``shared_prompt=False``). Shows what the shared prompt buys.
+  unsorted  plain forward, micro-batches of ``--micro-batch`` rows in group order (no length
+            sort, no token budget), still trimmed (``pk.lengths`` is replaced by −row index so
+            that ``micro_batches`` keeps the order). Shows what sorting and the budget buy.
+  padded    the reference: one plain forward/backward over all rows padded to the longest
             sequence (micro_batch = sequences).
 
 Held equal: model and weights (fp32, sdpa, train mode), the batch, the loss and its
@@ -53,7 +58,7 @@ from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model
 from r1lab.rollout import Sample
 from r1lab.tasks import get_task
 
-VARIANTS = ("bucketed", "unsorted", "padded")
+VARIANTS = ("bucketed", "plain", "unsorted", "padded")
 
 
 def parse_args(argv=None):
@@ -137,15 +142,18 @@ def main(argv=None) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     tmp = Path(tempfile.mkdtemp(prefix="r1lab-bench-update-"))
 
-    def context(micro: int, tokens: int = 0):
+    def context(micro: int, tokens: int = 0, shared: bool = False):
         cfg = Config(micro_batch=micro, micro_batch_tokens=tokens, lr=args.lr, warmup=0, norm="token", beta=0.0, eps_low=0.2, eps_high=0.28,
-                     max_new_tokens=args.max_len, prompts_per_step=n // args.group, group_size=args.group)
+                     max_new_tokens=args.max_len, prompts_per_step=n // args.group, group_size=args.group,
+                     shared_prompt=shared)
         return SimpleNamespace(cfg=cfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
-                               run_dir=tmp)
+                               run_dir=tmp, pad_id=pad)
 
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     in_order = -torch.arange(n, device=device)  # descending sort of −index = the original row order
     setups = {
-        "bucketed": (context(args.micro_batch, args.micro_batch_tokens), pk),
+        "bucketed": (context(args.micro_batch, args.micro_batch_tokens, shared=True), pk),
+        "plain": (context(args.micro_batch, args.micro_batch_tokens), pk),
         "unsorted": (context(args.micro_batch), dataclasses.replace(pk, lengths=in_order)),
         "padded": (context(n), pk),
     }
@@ -155,7 +163,7 @@ def main(argv=None) -> None:
     def step(name):
         ctx, packed = setups[name]
         agg: dict = {}
-        sec, ok = common.timed(lambda: update_minibatch(ctx, packed, mb, mask, old, None, adv, None, None, agg, True),
+        sec, ok = common.timed(lambda: update_minibatch(ctx, packed, mb, mask, old, None, adv, None, None, agg),
                                 device)
         if not ok:
             raise RuntimeError(f"{name}: update skipped (non-finite loss)")

@@ -25,6 +25,9 @@ class Packed:
     sample_logp: torch.Tensor  # (N, T) log-probs recorded at sampling time (0 under the mask)
     start: int  # first column of the completion region
     lengths: torch.Tensor  # (N,) completion lengths
+    prompts: list[list[int]] | None = None  # the U distinct prompts (token ids)
+    prompt_index: torch.Tensor | None = None  # (N,) which of ``prompts`` row i continues
+    completions: torch.Tensor | None = None  # (N, C) completion ids, left-aligned, right-padded
 
 
 def pack(samples: list[Sample], pad_id: int, device: str | torch.device = "cpu") -> Packed:
@@ -42,7 +45,38 @@ def pack(samples: list[Sample], pad_id: int, device: str | torch.device = "cpu")
         mask[i, a:b] = 1.0
         old[i, a:b] = torch.tensor(s.logprobs, dtype=torch.float32)
     lengths = torch.tensor([len(s.completion_ids) for s in samples])
-    return Packed(ids.to(device), mask.to(device), old.to(device), start, lengths.to(device))
+    distinct: dict[tuple[int, ...], int] = {}
+    index = torch.tensor([distinct.setdefault(tuple(s.prompt_ids), len(distinct)) for s in samples])
+    comps = torch.full((n, max(1, int(lengths.max()))), pad_id, dtype=torch.long)
+    for i, s in enumerate(samples):
+        comps[i, : len(s.completion_ids)] = torch.tensor(s.completion_ids, dtype=torch.long)
+    return Packed(ids.to(device), mask.to(device), old.to(device), start, lengths.to(device),
+                  [list(p) for p in distinct], index.to(device), comps.to(device))
+
+
+def row_logprobs(model, pk: Packed, rows: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
+                 shared=None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """log π of the completion tokens of ``rows`` in the packed layout: (logp (n, T'), entropy, T').
+
+    ``shared`` (a ``fasttrain.SharedPrompts`` over ``pk.prompts``): the prompts are not run
+    again (shared-prefix forward); None: the plain forward over ``prompt + completion``.
+    Both return the same numbers (tests)."""
+    ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
+    if shared is None:
+        logp, ent = completion_logprobs(model, ids, pk.start, temperature, with_entropy)
+        return logp, ent, t
+    c = int(pk.lengths[rows].max())
+    logp_c, ent_c = shared.logprobs(pk.prompt_index[rows], pk.completions[rows, :c], temperature, with_entropy)
+    # completion column j of row i sits at packed column offset_i + j, offset_i = prompt_i − start
+    offset = shared.lengths[pk.prompt_index[rows]] - pk.start
+    j = torch.arange(t, device=offset.device)[None] - offset[:, None]  # (n, T')
+    inside = (j >= 0) & (j < c)
+    j = j.clamp(0, c - 1)
+
+    def to_packed(x):
+        return None if x is None else torch.where(inside, x.gather(1, j), torch.zeros((), dtype=x.dtype))
+
+    return to_packed(logp_c), to_packed(ent_c), t
 
 
 def completion_logprobs(

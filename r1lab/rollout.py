@@ -53,6 +53,7 @@ class Sample:
     logprobs: list[float]  # one per completion token
     text: str  # decoded completion, cut right after the stop string, without EOS
     finish_reason: str  # "stop" (stop string), "eos", or "length"
+    entropies: list[float] | None = None  # entropy of softmax(logits / T) at each completion token
 
 
 @dataclass
@@ -87,25 +88,27 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 def sample_next(
     logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row. logits (A, V) float -> (tokens (A,), logprobs (A,)).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample one token per row. logits (A, V) float -> (tokens (A,), logprobs (A,), entropy (A,)).
 
     Inverse-CDF sampling: one uniform u_a per row, token = the first index whose cumulative
     probability exceeds u_a·Σp (one random number per row where ``torch.multinomial`` draws
-    V exponentials; tests check its frequencies). Log-probs are under softmax(logits / T),
-    before top-k/top-p truncation.
+    V exponentials; tests check its frequencies). Log-probs and the entropy
+    H = −Σ_v p_v log p_v are of softmax(logits / T), before top-k/top-p truncation: the
+    policy the update trains, so the trainer logs its entropy from here, for every sample.
     """
+    logp = torch.log_softmax(logits / params.temperature if params.temperature > 0 else logits, dim=-1)
+    full = logp.exp()
+    entropy = -(full * logp).sum(-1)
     if params.temperature <= 0:
-        logp = torch.log_softmax(logits, dim=-1)
         tokens = logits.argmax(-1)
     else:
-        logp = torch.log_softmax(logits / params.temperature, dim=-1)
         if params.top_k or params.top_p < 1.0:
             probs = torch.softmax(filter_logits(logp, params.top_k, params.top_p), dim=-1)
         else:
-            probs = logp.exp()
+            probs = full
         tokens = sample_inverse_cdf(probs, generator)
-    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1), entropy
 
 
 def sample_inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -180,6 +183,7 @@ class HFEngine:
         next_pos = torch.tensor([len(e) for e in enc], device=device).repeat_interleave(n)
         out_tok = torch.full((total, steps), pad, dtype=torch.long, device=device)
         out_lp = torch.zeros((total, steps), dtype=torch.float32, device=device)
+        out_ent = torch.zeros((total, steps), dtype=torch.float32, device=device)
         length = torch.full((total,), steps, dtype=torch.long, device=device)
         reason = torch.zeros(total, dtype=torch.long, device=device)  # index into REASONS
         live = torch.arange(total, device=device)  # sample index of each batch row
@@ -192,9 +196,10 @@ class HFEngine:
         eos_t = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
         stop_t = torch.tensor(sorted({e[0] for e in stop_enc} if single else ()), dtype=torch.long, device=device)
         for step in range(steps):
-            tokens, logp = sample_next(logits, params, gen)
+            tokens, logp, ent = sample_next(logits, params, gen)
             out_tok[live, step] = tokens
             out_lp[live, step] = logp
+            out_ent[live, step] = ent
             is_eos = torch.isin(tokens, eos_t)
             is_stop = torch.isin(tokens, stop_t) & ~is_eos
             if not single:
@@ -214,12 +219,13 @@ class HFEngine:
             logits = decoder.step(tokens, next_pos)
             next_pos = next_pos + 1
         samples = []
-        for s, (row, lp, k, r) in enumerate(zip(out_tok.tolist(), out_lp.tolist(), length.tolist(), reason.tolist())):
+        rows = zip(out_tok.tolist(), out_lp.tolist(), out_ent.tolist(), length.tolist(), reason.tolist())
+        for s, (row, lp, ent, k, r) in enumerate(rows):
             ids_s, why = row[:k], REASONS[r]
             text = tok.decode(ids_s[:-1] if why == "eos" else ids_s, skip_special_tokens=False)
             if why == "stop":
                 text = _cut_after_stop(text, params.stop)
-            samples.append(Sample(enc[s // n], ids_s, lp[:k], text, why))
+            samples.append(Sample(enc[s // n], ids_s, lp[:k], text, why, ent[:k]))
         return samples
 
     def _stop_rows(self, out_tok, live, step, stops, tail) -> torch.Tensor:

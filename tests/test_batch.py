@@ -16,9 +16,14 @@ def test_packed_logprobs_equal_sampling_logprobs(tiny_model_dir):
     out = HFEngine(model, tok).generate(prompts, SamplingParams(max_new_tokens=20, temperature=0.8, seed=5), n=3)
     pk = pack(out.samples, tok.pad_token_id)
     with torch.no_grad():
-        full, _ = completion_logprobs(model, pk.input_ids, pk.start, temperature=0.8)
+        full, ent = completion_logprobs(model, pk.input_ids, pk.start, temperature=0.8, with_entropy=True)
     assert full.shape == pk.mask.shape
     assert torch.allclose(full * pk.mask, pk.sample_logp, atol=1e-4)
+    # the entropies the engine records (zero logs them) are those of the trained policy too
+    for i, s in enumerate(out.samples):
+        a = len(s.prompt_ids) - pk.start
+        assert len(s.entropies) == len(s.completion_ids)
+        assert torch.allclose(torch.tensor(s.entropies), ent[i, a : a + len(s.entropies)], atol=1e-4)
     # micro-batched + trimmed == full batch
     for rows in micro_batches(len(out.samples), 4, pk.lengths):
         ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)

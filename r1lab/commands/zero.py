@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from r1lab.batch import completion_logprobs, micro_batches, pack, trim
+from r1lab import fasttrain
+from r1lab.batch import micro_batches, pack, row_logprobs, trim
 from r1lab.commands.zero_config import Config
 from r1lab.grpo import gae, group_advantages, masked_whiten, policy_loss, value_loss
 from r1lab.reflection import reflection_rate
@@ -150,6 +151,7 @@ def collect(ctx, step: int) -> tuple[list, dict]:
         response_length_max=max(lengths),
         truncated_share=sum(s.finish_reason == "length" for s in samples) / len(samples),
         reflection_rate=reflection_rate([s.text for s in samples], cfg.reflection_words),
+        entropy=sum(sum(s.entropies or ()) for s in samples) / max(sum(lengths), 1),
         zero_spread_share=1.0 - sum(spread) / len(spread),
         kept_groups=len(groups),
         completion_tokens=sum(lengths),
@@ -184,13 +186,17 @@ def train_step(ctx, step: int) -> dict:
         old_logp = pk.sample_logp.clone() if cfg.recompute_old_logp else pk.sample_logp
         ref_logp = torch.zeros_like(mask) if cfg.beta > 0 else None
         old_values = torch.zeros_like(mask) if ctx.value is not None else None
+        sp_old = shared_prompts(ctx, ctx.policy, pk) if cfg.recompute_old_logp else None
+        sp_ref = shared_prompts(ctx, ctx.ref, pk) if ref_logp is not None else None
         for rows in micro_batches(len(samples), cfg.micro_batch, pk.lengths, cfg.micro_batch_tokens, pk.start):
-            ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
             if cfg.recompute_old_logp:
-                old_logp[rows, :t] = completion_logprobs(ctx.policy, ids, pk.start, cfg.temperature)[0]
+                lp, _, t = row_logprobs(ctx.policy, pk, rows, cfg.temperature, shared=sp_old)
+                old_logp[rows, :t] = lp
             if ref_logp is not None:
-                ref_logp[rows, :t] = completion_logprobs(ctx.ref, ids, pk.start, cfg.temperature)[0]
+                lp, _, t = row_logprobs(ctx.ref, pk, rows, cfg.temperature, shared=sp_ref)
+                ref_logp[rows, :t] = lp
             if old_values is not None:
+                ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
                 old_values[rows, :t] = ctx.value.completion_values(ids, pk.start)
     if ctx.value is None:
         adv = group_advantages(rewards, G, cfg.scale).to(ctx.device)
@@ -200,6 +206,13 @@ def train_step(ctx, step: int) -> dict:
         token_r = torch.where(last, rewards.to(ctx.device)[:, None], torch.zeros_like(mask))
         adv, returns = gae(token_r, old_values, pk.mask, gamma=cfg.gamma, lam=cfg.gae_lambda)
         adv = masked_whiten(adv, pk.mask)
+    # rows with advantage 0 everywhere (zero-spread groups) have exactly zero policy gradient
+    # when nothing else is in the loss (β = 0, no value model): they still count in the loss's
+    # normaliser, but need no forward/backward.
+    train = torch.ones(len(samples), dtype=torch.bool, device=ctx.device)
+    if cfg.skip_zero_advantage and cfg.beta == 0 and ctx.value is None and adv.dim() == 1:
+        train = adv != 0
+    stats["trained_share"] = float(train.float().mean())
     t1 = time.time()
     agg: dict[str, float] = {}
     n_total = len(samples)
@@ -209,7 +222,7 @@ def train_step(ctx, step: int) -> dict:
         per_mb = len(group_rows) // cfg.minibatches or 1
         for mb_i in range(0, len(group_rows), per_mb):
             mb = torch.cat(group_rows[mb_i : mb_i + per_mb])
-            ok = update_minibatch(ctx, pk, mb, mask, old_logp, ref_logp, adv, returns, old_values, agg, epoch == 0)
+            ok = update_minibatch(ctx, pk, mb, mask, old_logp, ref_logp, adv, returns, old_values, agg, train)
             if not ok:
                 break
     for key in list(agg):
@@ -225,8 +238,20 @@ def train_step(ctx, step: int) -> dict:
     return stats
 
 
-def update_minibatch(ctx, pk, mb, mask, old_logp, ref_logp, adv, returns, old_values, agg, first_epoch) -> bool:
-    """One optimizer step on minibatch rows ``mb``; False if the loss was not finite (skipped)."""
+def shared_prompts(ctx, model, pk, rows: torch.Tensor | None = None):
+    """The prompt pass of ``rows`` (all rows if None) for the shared-prefix forward, or None when
+    it is off or the model is not one ``fasttrain`` covers (then the plain forward runs)."""
+    if not ctx.cfg.shared_prompt or pk.prompts is None or not fasttrain.supported(model):
+        return None
+    use = None if rows is None else pk.prompt_index[rows].unique().tolist()
+    return fasttrain.SharedPrompts(model, pk.prompts, ctx.pad_id, use)
+
+
+def update_minibatch(ctx, pk, mb, mask, old_logp, ref_logp, adv, returns, old_values, agg, train=None) -> bool:
+    """One optimizer step on minibatch rows ``mb``; False if the loss was not finite (skipped).
+
+    ``train`` (N,) bool: rows that need a forward/backward (None = all); the others have zero
+    gradient but still count in the loss normalisation (token count, rows)."""
     cfg = ctx.cfg
     for group in ctx.opt.param_groups:
         group["lr"] = lr_at(ctx.step, cfg)
@@ -234,11 +259,13 @@ def update_minibatch(ctx, pk, mb, mask, old_logp, ref_logp, adv, returns, old_va
     if ctx.value_opt is not None:
         ctx.value_opt.zero_grad(set_to_none=True)
     tok_mb = float(mask[mb].sum())
+    run_rows = mb if train is None else mb[train[mb]]
+    shared = shared_prompts(ctx, ctx.policy, pk, run_rows) if len(run_rows) else None
     finite = True
-    for rows in micro_batches(len(mb), cfg.micro_batch, pk.lengths[mb], cfg.micro_batch_tokens, pk.start):
-        rows = mb[rows]
-        ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
-        logp, ent = completion_logprobs(ctx.policy, ids, pk.start, cfg.temperature, with_entropy=first_epoch)
+    for rows in micro_batches(len(run_rows), cfg.micro_batch, pk.lengths[run_rows], cfg.micro_batch_tokens, pk.start):
+        rows = run_rows[rows]
+        logp, _, t = row_logprobs(ctx.policy, pk, rows, cfg.temperature, shared=shared)
+        ids = trim(pk.input_ids, rows, pk.start, pk.mask)[0] if ctx.value is not None else None
         m = mask[rows, :t]
         loss, st = policy_loss(
             logp, old_logp[rows, :t], adv[rows] if adv.dim() == 1 else adv[rows, :t], m,
@@ -256,13 +283,19 @@ def update_minibatch(ctx, pk, mb, mask, old_logp, ref_logp, adv, returns, old_va
             break
         (loss * w).backward()
         tokens = float(m.sum())
-        if ent is not None:
-            st["entropy"] = float((ent * m).sum() / max(tokens, 1.0))
-        for key in ("kl", "clip_low", "clip_high", "ratio_mean", "entropy", "value_loss", "loss"):
+        for key in ("kl", "clip_low", "clip_high", "ratio_mean", "value_loss", "loss"):
             if key in st:
                 agg[key] = agg.get(key, 0.0) + st[key] * tokens
                 agg["_w/" + key] = agg.get("_w/" + key, 0.0) + tokens
     params = [p for g in ctx.opt.param_groups for p in g["params"]]
+    if finite and shared is not None:
+        shared.backward()  # the prompts' part of the gradient, summed over the micro-batches
+    if finite and not len(run_rows):  # nothing to run: the gradient is exactly zero (AdamW still steps)
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        for key in ("kl", "clip_low", "clip_high", "loss"):  # exactly 0 when every A is 0 and β = 0
+            agg.setdefault(key, 0.0)
+            agg.setdefault("_w/" + key, 1.0)
     gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if finite else torch.tensor(float("nan"))
     if ctx.value_opt is not None and finite:
         torch.nn.utils.clip_grad_norm_(ctx.value.parameters(), cfg.grad_clip)

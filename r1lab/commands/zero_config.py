@@ -54,6 +54,12 @@ class Config:
     micro_batch_tokens: int = field(default=2048, metadata={
         "help": "padded tokens per forward/backward (at most; 0 = no limit): rows are bucketed by length, "
                 "long rows go in smaller micro-batches"})
+    shared_prompt: bool = field(default=True, metadata={
+        "help": "run each prompt once per step in the update, shared by its G completions (Llama-family "
+                "models; same log-probs and gradients as the plain forward)"})
+    skip_zero_advantage: bool = field(default=True, metadata={
+        "help": "no forward/backward for rows whose advantage is 0 (zero-spread groups) when beta = 0 and "
+                "there is no value model: their gradient is exactly 0"})
     recompute_old_logp: bool = field(default=False, metadata={"help": "recompute π_old (else reuse sampling)"})
     value_lr: float = field(default=3e-4, metadata={"help": "PPO value-model learning rate"})
     gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE λ"})

@@ -1,0 +1,167 @@
+"""Completion log-probs with the prompt computed once per group (shared-prefix forward), for training.
+
+A GRPO batch holds G completions of each prompt. A plain forward pass over the N = B·G rows
+``prompt + completion`` computes every prompt G times; here each distinct prompt runs once
+and its G completions attend to its keys/values (the same function, so the same log-probs and
+the same gradients, up to float rounding; tests check both against the model's own forward):
+
+    prompt pass      (U, P) distinct prompts, right-padded, causal     -> K_p, V_p per layer (U, H_kv, P, D)
+                                                                          h_p = hidden of each prompt's last token (U, d)
+    completion pass  (n, C−1) completion tokens c_0..c_{C−2} of n rows, position P_u + j,
+                     attention over [K_p[u_i] masked beyond P_u | own keys, causal]
+    log π(c_0)       from lm_head(norm(h_p[u_i]));   log π(c_j), j ≥ 1, from completion position j−1
+
+Gradients: the prompt pass runs once per minibatch (``SharedPrompts``); its outputs enter each
+micro-batch's graph as detached leaves, their gradients add up over the micro-batches, and
+``SharedPrompts.backward`` pushes the sum through the prompt pass once. So the prompt's
+forward and backward cost 1/G of the plain way, and the prompt's own positions never go
+through ``lm_head`` (they predict nothing that is trained).
+
+Layers are the model's own modules (q/k/v/o projections, MLP, norms: LoRA or other wrappers
+keep working); the attention is ``F.scaled_dot_product_attention`` with the GQA heads shared.
+Llama-family models only (``fastdecode.supported`` plus no attention dropout); anything else
+takes the plain path in ``batch.completion_logprobs``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from r1lab import fastdecode
+from r1lab.grpo import entropy_from_logits, token_logprobs_chunked
+
+
+def supported(model) -> bool:
+    """True when ``model`` is a Llama-family decoder this forward reproduces exactly."""
+    if not fastdecode.supported(model):
+        return False
+    return float(getattr(model.config, "attention_dropout", 0.0) or 0.0) == 0.0
+
+
+class _Lean:
+    """The decoder stack of a Llama-family model as a function of (hidden, positions, keys before)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.inner = model.model
+        cfg = model.config
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
+        attn0 = self.inner.layers[0].self_attn
+        self.head_dim = getattr(attn0, "head_dim", None) or cfg.hidden_size // self.heads
+
+    def run(self, x: torch.Tensor, pos: torch.Tensor, past: list | None, bias: torch.Tensor | None):
+        """x (n, L, d), pos (n, L); past: per layer (K, V) (n, H_kv, S, D) that every position sees
+        before its own causal keys; bias: (n, 1, L, S + L) additive mask, or None for plain causal.
+        Returns (hidden before the final norm (n, L, d), [(K, V)] of these L positions per layer)."""
+        n, L, _ = x.shape
+        h, kvh, hd = self.heads, self.kv_heads, self.head_dim
+        cos, sin = self.inner.rotary_emb(x, pos)  # (n, L, D), the model's own table and scaling
+        cos, sin = cos[:, None], sin[:, None]
+        rot = torch.cat([-torch.ones(hd // 2), torch.ones(hd - hd // 2)]).to(sin)
+        sin = sin * rot  # rotate_half(t)·sin = roll(t, D/2)·(±sin)
+        kv_out = []
+        for i, layer in enumerate(self.inner.layers):
+            attn = layer.self_attn
+            y = layer.input_layernorm(x)
+            q = attn.q_proj(y).view(n, L, h, hd)
+            k = attn.k_proj(y).view(n, L, kvh, hd)
+            v = attn.v_proj(y).view(n, L, kvh, hd).transpose(1, 2)
+            if hasattr(attn, "q_norm"):  # Qwen3: per-head norms before RoPE
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+            q = q * cos + q.roll(hd // 2, dims=-1) * sin
+            k = k * cos + k.roll(hd // 2, dims=-1) * sin
+            kv_out.append((k, v))
+            if past is not None:
+                k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None,
+                                               scale=attn.scaling, enable_gqa=kvh != h)
+            x = x + attn.o_proj(o.transpose(1, 2).reshape(n, L, h * hd))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x, kv_out
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.inner.norm(hidden))
+
+
+class SharedPrompts:
+    """The prompt pass of one minibatch, shared by the micro-batches that use its prompts.
+
+    prompts: the distinct prompts of a batch (token id lists); ``use``: indices of the ones to
+    run (None = all); rows then name their prompt by its index in ``prompts``. Under grad mode
+    the pass keeps its graph and hands out detached leaves; call ``backward()`` once after the
+    micro-batches' backward passes (skip it if the step is dropped: the leaves' gradients are
+    then simply discarded).
+    """
+
+    def __init__(self, model, prompts: list[list[int]], pad_id: int, use: list[int] | None = None):
+        self.lean = _Lean(model)
+        device = next(model.parameters()).device
+        use = list(range(len(prompts))) if use is None else sorted(set(use))
+        self.lengths = torch.tensor([len(p) for p in prompts], device=device)  # of every prompt
+        self.remap = torch.full((len(prompts),), -1, dtype=torch.long, device=device)
+        self.remap[use] = torch.arange(len(use), device=device)
+        width = max(len(prompts[u]) for u in use)
+        ids = torch.full((len(use), width), pad_id, dtype=torch.long, device=device)
+        for r, u in enumerate(use):
+            ids[r, : len(prompts[u])] = torch.tensor(prompts[u], dtype=torch.long)
+        run_len = self.lengths[use]
+        pos = torch.arange(width, device=device).expand(len(use), width)
+        x = self.lean.inner.embed_tokens(ids)
+        hidden, kv = self.lean.run(x, pos, None, None)  # right padding: real positions never see pads
+        last = hidden[torch.arange(len(use), device=device), run_len - 1]  # (U, d)
+        self._roots = [t for pair in kv for t in pair] + [last]
+        self.grad = torch.is_grad_enabled() and last.requires_grad
+        leaves = [t.detach().requires_grad_(self.grad) for t in self._roots]
+        self.kv = [(leaves[2 * i], leaves[2 * i + 1]) for i in range(len(kv))]
+        self.last = leaves[-1]
+        self._leaves = leaves
+        self.width = width
+        dtype = hidden.dtype
+        cols = torch.arange(width, device=device)
+        self.bias = torch.where(cols[None] < run_len[:, None], 0.0, torch.finfo(dtype).min).to(dtype)  # (U, P)
+
+    def logprobs(self, group: torch.Tensor, completions: torch.Tensor, temperature: float = 1.0,
+                 with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """log π(c_j | prompt, c_<j) for n rows -> (n, C), completion-aligned (column j = token j).
+
+        group: (n,) index of each row's prompt in ``prompts``; completions: (n, C) token ids, right-padded
+        (columns past a row's end are computed and meaningless: mask them). Entropy (n, C)
+        without gradient when asked."""
+        lean = self.lean
+        n, c = completions.shape
+        p_len = self.lengths[group]
+        group = self.remap[group]
+        if bool((group < 0).any()):
+            raise ValueError("a row's prompt was not in this SharedPrompts' ``use``")
+        hidden = [self.last[group][:, None]]  # (n, 1, d): predicts c_0
+        if c > 1:
+            tokens = completions[:, : c - 1]
+            pos = p_len[:, None] + torch.arange(c - 1, device=tokens.device)[None]
+            past = [(k[group], v[group]) for k, v in self.kv]
+            dtype = self.last.dtype
+            causal = torch.full((c - 1, c - 1), torch.finfo(dtype).min, dtype=dtype, device=tokens.device).triu(1)
+            bias = torch.cat([self.bias[group][:, None, :].expand(n, c - 1, self.width),
+                              causal[None].expand(n, c - 1, c - 1)], dim=2)[:, None]  # (n, 1, C−1, P + C−1)
+            out, _ = lean.run(lean.inner.embed_tokens(tokens), pos, past, bias)
+            hidden.append(out)
+        logits = lean.logits(torch.cat(hidden, dim=1))  # (n, C, V)
+        if temperature != 1.0:
+            logits = logits / temperature
+        logp = token_logprobs_chunked(logits, completions)
+        ent = None
+        if with_entropy:
+            with torch.no_grad():
+                ent = entropy_from_logits(logits.detach().float())
+        return logp, ent
+
+    def backward(self) -> None:
+        """Push the micro-batches' summed gradients of the shared prompt outputs through the prompt pass."""
+        if not self.grad:
+            return
+        pairs = [(r, leaf.grad) for r, leaf in zip(self._roots, self._leaves) if leaf.grad is not None]
+        if pairs:
+            torch.autograd.backward([r for r, _ in pairs], [g for _, g in pairs])
+        self._roots, self._leaves = [], []

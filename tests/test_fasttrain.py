@@ -1,0 +1,117 @@
+"""The update's fast paths against plain references: the shared-prefix forward gives the model's
+own log-probs and gradients, and the optimizer step is the same with it on or off and with
+zero-advantage rows skipped or run."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+import torch
+from test_fastdecode import FAMILIES, _tiny
+
+from r1lab.batch import micro_batches, pack, row_logprobs
+from r1lab.commands.zero import Config, update_minibatch
+from r1lab.fasttrain import SharedPrompts, supported
+from r1lab.grpo import group_advantages
+from r1lab.rollout import Sample
+
+
+def _batch(vocab: int, group: int = 3, seed: int = 0):
+    """Rows of 3 prompts (lengths 4, 7, 5) × ``group`` completions of 1..9 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(2, vocab, (k,), generator=g).tolist() for k in (4, 7, 5)]
+    samples = []
+    for i in range(len(prompts) * group):
+        k = 1 if i == 1 else int(torch.randint(1, 10, (1,), generator=g))  # a one-token completion too
+        comp = torch.randint(2, vocab, (k,), generator=g).tolist()
+        samples.append(Sample(prompts[i // group], comp, [0.0] * k, "", "stop"))
+    return pack(samples, pad_id=0)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_shared_prefix_logprobs_and_grads_equal_plain_forward(name):
+    model = _tiny(name.split("_")[0], **FAMILIES[name]).train()
+    assert supported(model)
+    pk = _batch(61)
+    assert len(pk.prompts) == 3 and pk.prompt_index.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    weight = torch.randn(pk.mask.shape, generator=torch.Generator().manual_seed(3))
+    results = []
+    for use_shared in (False, True):
+        model.zero_grad()
+        shared = SharedPrompts(model, pk.prompts, 0) if use_shared else None
+        logps = torch.zeros_like(pk.mask)
+        for rows in micro_batches(len(pk.lengths), 4, pk.lengths):  # micro-batches mix prompts
+            logp, ent, t = row_logprobs(model, pk, rows, temperature=0.7, with_entropy=True, shared=shared)
+            assert ent.shape == logp.shape
+            (logp * pk.mask[rows, :t] * weight[rows, :t]).sum().backward()
+            logps[rows, :t] = logp.detach() * pk.mask[rows, :t]
+        if shared is not None:
+            shared.backward()
+        results.append((logps, {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (plain, g_plain), (fast, g_fast) = results
+    assert pk.mask.sum() > 0 and torch.allclose(fast, plain, atol=1e-5), (fast - plain).abs().max()
+    for k in g_plain:
+        scale = g_plain[k].abs().max().clamp(min=1e-6)
+        assert torch.allclose(g_fast[k], g_plain[k], atol=1e-5 * float(scale) + 1e-7), k
+
+
+def test_shared_prompts_run_only_what_is_used():
+    model = _tiny("qwen2")
+    pk = _batch(61)
+    with torch.no_grad():
+        shared = SharedPrompts(model, pk.prompts, 0, use=[2, 0])
+        rows = torch.tensor([0, 6, 8])
+        fast, _, t = row_logprobs(model, pk, rows, shared=shared)
+        plain, _, _ = row_logprobs(model, pk, rows)
+        assert torch.allclose(fast * pk.mask[rows, :t], plain * pk.mask[rows, :t], atol=1e-5)
+        with pytest.raises(ValueError, match="use"):
+            shared.logprobs(pk.prompt_index[torch.tensor([3])], pk.completions[[3], :2])
+
+
+def _update(model, pk, adv, shared: bool, train, opt_cls=torch.optim.SGD):
+    """One GRPO optimizer step through zero's update_minibatch; returns (new weights, optimizer).
+
+    SGD with lr 1 turns the weight change into the (clipped) gradient itself, so that float
+    rounding is not amplified (AdamW's first step divides each gradient by its own size)."""
+    model = copy.deepcopy(model).train()
+    opt = opt_cls(model.parameters(), lr=1.0)
+    cfg = Config(micro_batch=4, micro_batch_tokens=0, lr=1.0, warmup=0, norm="token", beta=0.0,
+                 max_new_tokens=9, prompts_per_step=3, group_size=3, shared_prompt=shared)
+    ctx = SimpleNamespace(cfg=cfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
+                          run_dir=".", pad_id=0)
+    n = len(pk.lengths)
+    ok = update_minibatch(ctx, pk, torch.arange(n), pk.mask, pk.sample_logp, None, adv, None, None, {}, train)
+    assert ok
+    return {k: p.detach().clone() for k, p in model.named_parameters()}, opt
+
+
+def test_update_is_the_same_shared_or_plain_and_with_zero_advantage_rows_skipped():
+    model = _tiny("qwen2")
+    pk = _batch(61)
+    with torch.no_grad():  # π_old = the model's own log-probs, as with μ = 1
+        pk = dataclasses.replace(pk, sample_logp=row_logprobs(model, pk, torch.arange(9))[0] * pk.mask)
+    adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.0, 0.0, 1.0]), 3)
+    assert adv[3:6].abs().sum() == 0  # the middle group has no spread
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    ref, _ = _update(model, pk, adv, shared=False, train=None)
+    assert max(float((ref[k] - before[k]).abs().max()) for k in ref) > 1e-3  # it did move
+    for shared, train in ((True, None), (False, adv != 0), (True, adv != 0)):
+        new, _ = _update(model, pk, adv, shared, train)
+        for k in ref:
+            assert torch.allclose(new[k] - before[k], ref[k] - before[k], atol=1e-6), (shared, train, k)
+
+
+def test_all_rows_skipped_still_steps_adamw_on_a_zero_gradient():
+    # the plain path would backward zeros and AdamW would step (moment decay, step count); a
+    # parameter without .grad would be skipped by AdamW instead: the fast path must not differ
+    model = _tiny("qwen2")
+    pk = _batch(61)
+    zero = torch.zeros(9)
+    _, opt = _update(model, pk, zero, shared=True, train=zero != 0, opt_cls=torch.optim.AdamW)
+    for group in opt.param_groups:
+        for p in group["params"]:
+            assert p.grad is not None and not p.grad.any()
+            assert int(opt.state[p]["step"]) == 1

@@ -229,6 +229,9 @@ def train_step(ctx, step: int) -> dict:
         if key.startswith("_w/"):
             continue
         agg[key] /= max(agg.get("_w/" + key, 1.0), 1e-9)
+    if not bool(train.any()):  # no row ran: every A is 0 and β = 0, so these are exactly 0
+        for key in ("kl", "clip_low", "clip_high", "loss"):
+            agg.setdefault(key, 0.0)
     stats.update({k: v for k, v in agg.items() if not k.startswith("_w/")})
     stats.update({"time/update": time.time() - t1, "time/step": time.time() - t0, "lr": lr_at(step, cfg)})
     stats["sequences"] = float(n_total)
@@ -293,9 +296,6 @@ def update_minibatch(ctx, pk, mb, mask, old_logp, ref_logp, adv, returns, old_va
     if finite and not len(run_rows):  # nothing to run: the gradient is exactly zero (AdamW still steps)
         for p in params:
             p.grad = torch.zeros_like(p)
-        for key in ("kl", "clip_low", "clip_high", "loss"):  # exactly 0 when every A is 0 and β = 0
-            agg.setdefault(key, 0.0)
-            agg.setdefault("_w/" + key, 1.0)
     gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if finite else torch.tensor(float("nan"))
     if ctx.value_opt is not None and finite:
         torch.nn.utils.clip_grad_norm_(ctx.value.parameters(), cfg.grad_clip)

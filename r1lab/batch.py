@@ -89,10 +89,16 @@ def completion_logprobs(
     turned into log-probs. Entropy (N, T) is computed without gradient when asked.
     """
     logits = model(input_ids=input_ids).logits  # (N, L, V)
-    logits = logits[:, start - 1 : -1, :]  # position j predicts token j+1
+    return logits_to_logprobs(logits[:, start - 1 : -1, :], input_ids[:, start:], temperature, with_entropy)
+
+
+def logits_to_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0,
+                       with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """logits (N, T, V) that predict ``tokens`` (N, T) -> (log π(tokens) under softmax(logits / T),
+    entropy (N, T) without gradient when asked)."""
     if temperature != 1.0:
         logits = logits / temperature
-    logp = token_logprobs_chunked(logits, input_ids[:, start:])
+    logp = token_logprobs_chunked(logits, tokens)
     ent = None
     if with_entropy:
         with torch.no_grad():

@@ -58,6 +58,25 @@ def supported(model) -> bool:
     return True
 
 
+def head_shape(model) -> tuple[int, int, int]:
+    """(query heads H, key/value heads H_kv, head width D) of a Llama-family model."""
+    cfg = model.config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(model.model.layers[0].self_attn, "head_dim", None) or cfg.hidden_size // heads
+    return heads, kv_heads, head_dim
+
+
+def signed_rope(cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin·(−1 on the first half, +1 on the second)): then rotate_half(t)·sin = roll(t, D/2)·sin±,
+    so RoPE is ``t·cos + t.roll(D/2, -1)·sin±``. Raises for partial RoPE (rotary width ≠ D)."""
+    if cos.shape[-1] != head_dim:
+        raise ValueError(f"rotary width {cos.shape[-1]} != head_dim {head_dim}: partial RoPE is not supported")
+    half = head_dim // 2
+    sign = torch.cat([-torch.ones(half), torch.ones(head_dim - half)]).to(sin)
+    return cos, sin * sign
+
+
 def _norm(mod):
     """The model's RMSNorm as one fused ``F.rms_norm`` when that is the same function (fp32,
     weight · x/rms(x) with ``variance_epsilon``), else the module itself."""
@@ -102,11 +121,7 @@ class FastDecoder:
     def __init__(self, model):
         self.model = model
         self.inner = model.model
-        attn0 = self.inner.layers[0].self_attn
-        cfg = model.config
-        self.heads = cfg.num_attention_heads
-        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
-        self.head_dim = getattr(attn0, "head_dim", None) or cfg.hidden_size // self.heads
+        self.heads, self.kv_heads, self.head_dim = head_shape(model)
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
         self.rows = 0
@@ -140,11 +155,7 @@ class FastDecoder:
         self.final_norm = _norm(self.inner.norm)
         table = torch.arange(capacity, device=ids.device)[None]
         cos, sin = self.inner.rotary_emb(self.k[0], table)
-        if cos.shape[-1] != self.head_dim:
-            raise ValueError(f"rotary width {cos.shape[-1]} != head_dim {self.head_dim}: partial RoPE is not supported")
-        half = self.head_dim // 2
-        sign = torch.cat([-torch.ones(half), torch.ones(self.head_dim - half)]).to(sin)
-        self.cos, self.sin = cos[0], sin[0] * sign  # (capacity, D); rotate_half(x)·sin = roll(x, D/2)·(±sin)
+        self.cos, self.sin = signed_rope(cos[0], sin[0], self.head_dim)  # (capacity, D)
         return out.logits[:, -1, :].float().repeat_interleave(n, dim=0)
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

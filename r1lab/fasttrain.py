@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from r1lab import fastdecode
-from r1lab.grpo import entropy_from_logits, token_logprobs_chunked
+from r1lab.batch import logits_to_logprobs
 
 
 def supported(model) -> bool:
@@ -45,11 +45,7 @@ class _Lean:
     def __init__(self, model):
         self.model = model
         self.inner = model.model
-        cfg = model.config
-        self.heads = cfg.num_attention_heads
-        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
-        attn0 = self.inner.layers[0].self_attn
-        self.head_dim = getattr(attn0, "head_dim", None) or cfg.hidden_size // self.heads
+        self.heads, self.kv_heads, self.head_dim = fastdecode.head_shape(model)
 
     def run(self, x: torch.Tensor, pos: torch.Tensor, past: list | None, bias: torch.Tensor | None):
         """x (n, L, d), pos (n, L); past: per layer (K, V) (n, H_kv, S, D) that every position sees
@@ -57,10 +53,8 @@ class _Lean:
         Returns (hidden before the final norm (n, L, d), [(K, V)] of these L positions per layer)."""
         n, L, _ = x.shape
         h, kvh, hd = self.heads, self.kv_heads, self.head_dim
-        cos, sin = self.inner.rotary_emb(x, pos)  # (n, L, D), the model's own table and scaling
+        cos, sin = fastdecode.signed_rope(*self.inner.rotary_emb(x, pos), hd)  # (n, L, D): the model's own table
         cos, sin = cos[:, None], sin[:, None]
-        rot = torch.cat([-torch.ones(hd // 2), torch.ones(hd - hd // 2)]).to(sin)
-        sin = sin * rot  # rotate_half(t)·sin = roll(t, D/2)·(±sin)
         kv_out = []
         for i, layer in enumerate(self.inner.layers):
             attn = layer.self_attn
@@ -147,15 +141,7 @@ class SharedPrompts:
                               causal[None].expand(n, c - 1, c - 1)], dim=2)[:, None]  # (n, 1, C−1, P + C−1)
             out, _ = lean.run(lean.inner.embed_tokens(tokens), pos, past, bias)
             hidden.append(out)
-        logits = lean.logits(torch.cat(hidden, dim=1))  # (n, C, V)
-        if temperature != 1.0:
-            logits = logits / temperature
-        logp = token_logprobs_chunked(logits, completions)
-        ent = None
-        if with_entropy:
-            with torch.no_grad():
-                ent = entropy_from_logits(logits.detach().float())
-        return logp, ent
+        return logits_to_logprobs(lean.logits(torch.cat(hidden, dim=1)), completions, temperature, with_entropy)
 
     def backward(self) -> None:
         """Push the micro-batches' summed gradients of the shared prompt outputs through the prompt pass."""

@@ -55,9 +55,13 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def set_threads(n: int) -> int:
+def set_threads(n: int, reuse_memory: bool = True) -> int:
+    """torch threads (0 = this process's cores) and, unless ``reuse_memory`` is False, glibc keeping
+    freed memory for reuse (``r1lab.runtime``): process settings, the same for both compared sides."""
+    from r1lab import runtime
+
     n = n or default_threads()
-    torch.set_num_threads(n)
+    runtime.configure(n, reuse_memory)
     return n
 
 

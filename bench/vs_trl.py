@@ -39,6 +39,9 @@ Held equal (r1lab Config ⇔ TRL GRPOConfig):
                  no warm-up (r1lab warmup=0 ⇔ lr_scheduler_type="constant"), grad clip 1.0
                  ⇔ optim="adamw_torch", adam_beta2=0.99, max_grad_norm=1.0
   no vLLM        use_vllm=False (TRL's default), r1lab's own HF engine
+  allocator      both processes keep freed memory for reuse (glibc mallopt, ``r1lab.runtime``), as
+                 r1lab's commands do by default; ``--system-malloc`` runs both with glibc's defaults
+                 (measured: each side ~8-10% slower, docs/performance.md row 17)
 
 TRL's side at its documented best CPU settings: use_cpu=True, bf16=False and fp16=False
 (GRPOConfig defaults bf16 to True), gradient_checkpointing=False (GRPOConfig defaults it to
@@ -89,6 +92,9 @@ def parse_args(argv=None):
     p.add_argument("--trl-micro-batch", type=int, default=16,
                    help="TRL per_device_train_batch_size (gradient accumulation makes up B·G; 0 = B·G, one pass)")
     p.add_argument("--sides", default="r1lab,trl", help="which sides to run")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="both sides with glibc's default allocator settings (default: both keep freed memory, "
+                        "r1lab.runtime.keep_freed_memory, as r1lab's commands do)")
     p.add_argument("--side", default="", help=argparse.SUPPRESS)  # internal: run one side here
     p.add_argument("--result", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -137,7 +143,7 @@ def side_r1lab(args, path: str, workdir: Path) -> dict:
         temperature=1.0, top_p=1.0, top_k=0, scale="group", norm="token", level="token", eps_low=0.2,
         eps_high=0.28, beta=0.0, lr=args.lr, warmup=0, schedule="constant", weight_decay=0.0, grad_clip=1.0,
         mu=1, minibatches=1, eval_every=0, eval_problems=1, eval_k=1, save_every=10**9, sample_every=0,
-        tensorboard=False, threads=args.threads, seed=args.seed, device="cpu",
+        tensorboard=False, threads=args.threads, seed=args.seed, device="cpu", reuse_memory=not args.system_malloc,
     )
     t0 = time.perf_counter()
     run(cfg)
@@ -251,7 +257,7 @@ def side_trl(args, path: str, workdir: Path) -> dict:
 
 def child(args) -> None:
     common.quiet()
-    args.threads = common.set_threads(args.threads)
+    args.threads = common.set_threads(args.threads, reuse_memory=not args.system_malloc)
     from r1lab.models import resolve_model
 
     path = resolve_model(args.model)
@@ -274,7 +280,7 @@ def run_side(args, side: str, log_dir: Path, rep: int) -> dict:
            "--model", args.model, "--prompts", str(args.prompts), "--group", str(args.group),
            "--max-new-tokens", str(args.max_new_tokens), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--lr", str(args.lr), "--threads", str(args.threads), "--seed", str(args.seed),
-           "--trl-micro-batch", str(args.trl_micro_batch)]
+           "--trl-micro-batch", str(args.trl_micro_batch)] + (["--system-malloc"] if args.system_malloc else [])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([common.ROOT, os.environ.get("PYTHONPATH", "")]))
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=common.ROOT)

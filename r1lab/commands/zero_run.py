@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from r1lab import checkpoint
+from r1lab import checkpoint, runtime
 from r1lab.commands.eval import evaluate, task_kwargs
 from r1lab.commands.zero_config import Config
 from r1lab.config import ConfigError, to_dict
@@ -61,8 +61,7 @@ def setup(cfg: Config) -> tuple[Context, int]:
     if cfg.resume and ckpt is None:
         log.warning("--resume: no checkpoint in %s, starting from step 0", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    runtime.configure(cfg.threads, cfg.reuse_memory)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     base = resolve_model(cfg.model)

@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3, help="timed calls per engine (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores of this process)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="glibc's default allocator settings (default: freed memory kept, as r1lab's commands do)")
     common.add_device_args(p)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -128,7 +130,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     common.quiet()
     common.warn_if_busy()
-    threads = common.set_threads(args.threads)
+    threads = common.set_threads(args.threads, reuse_memory=not args.system_malloc)
     path = resolve_model(args.model)
     tok = load_tokenizer(path)
     device = pick_device(args.device)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -75,6 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed steps per variant (median reported)")
     p.add_argument("--lr", type=float, default=1e-6, help="small, so that the weights barely move between steps")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores of this process)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="glibc's default allocator settings (default: freed memory kept, as r1lab's commands do)")
     common.add_device_args(p)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -127,7 +130,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     common.quiet()
     common.warn_if_busy()
-    threads = common.set_threads(args.threads)
+    threads = common.set_threads(args.threads, reuse_memory=not args.system_malloc)
     torch.manual_seed(args.seed)
     path = resolve_model(args.model)
     tok = load_tokenizer(path)
@@ -160,11 +163,15 @@ def main(argv=None) -> None:
     names = args.variants.split(",")
     mb = torch.arange(n, device=device)
 
+    faults = {name: [] for name in names}  # minor page faults per update (first touches of fresh memory)
+
     def step(name):
         ctx, packed = setups[name]
         agg: dict = {}
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         sec, ok = common.timed(lambda: update_minibatch(ctx, packed, mb, mask, old, None, adv, None, None, agg),
                                 device)
+        faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         if not ok:
             raise RuntimeError(f"{name}: update skipped (non-finite loss)")
         return sec, agg
@@ -192,6 +199,7 @@ def main(argv=None) -> None:
             "completion_tokens_per_s": comp_tokens / sec, "real_tokens_per_s": real_tokens / sec,
             "processed_tokens": processed, "padding_overhead": processed / real_tokens,
             "gflops": flops / sec / 1e9, "mfu": flops / sec / ceiling,
+            "page_faults": common.median(faults[name][1:]),  # timed steps only (the first is the warm-up)
         })
     by = {r["variant"]: r for r in rows}
     prompt_lens = [len(s.prompt_ids) for s in samples]
@@ -203,7 +211,8 @@ def main(argv=None) -> None:
     common.print_table(rows, [("variant", "variant", "s"), ("micro_batch", "micro", "d"), ("sec", "s/step", ".3f"),
                               ("completion_tokens_per_s", "compl tok/s", ".0f"), ("real_tokens_per_s", "real tok/s", ".0f"),
                               ("processed_tokens", "tokens run", "d"), ("padding_overhead", "run/real", ".2f"),
-                              ("gflops", "GFLOP/s", ".2f"), ("mfu", "of ceiling", ".2%")])
+                              ("gflops", "GFLOP/s", ".2f"), ("mfu", "of ceiling", ".2%"),
+                              ("page_faults", "faults", ".0f")])
     ratio = None
     if "bucketed" in by and "padded" in by:
         ratio = by["bucketed"]["completion_tokens_per_s"] / by["padded"]["completion_tokens_per_s"]

@@ -6,7 +6,8 @@ the top of the heap is trimmed back to the OS, so the next micro-batch touches f
 again: every 4 KiB page is a page fault plus zeroing. On the development VM (Firecracker with
 free-page reporting) a fault costs ~4 µs; an update of 64 completions took 20–50 k of them.
 Keeping freed memory in the process (mmap threshold 32 MiB, trim threshold 1 GiB) removed
-them and made the vs_trl GRPO step ~10% faster (docs/performance.md, row 17). The cost: the
+them and made the vs_trl GRPO step (64 completions) ~10% faster and the update of the default
+recipe (256 completions) ~3% faster (docs/performance.md, row 17). The cost: the
 process's resident memory stays at its peak instead of shrinking after each update (the peak
 itself is unchanged). PyTorch's CPU tuning guide reaches the same end with jemalloc/tcmalloc.
 """

@@ -27,24 +27,33 @@ MMAP_THRESHOLD = 32 << 20  # glibc's maximum (HEAP_MAX_SIZE / 2 on 64-bit)
 TRIM_THRESHOLD = 1 << 30
 
 
+def glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc (it has ``gnu_get_libc_version`` and ``mallopt``), else None."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    if not (hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt")):
+        return None
+    libc.gnu_get_libc_version.restype = ctypes.c_char_p
+    return libc
+
+
 def keep_freed_memory() -> bool:
     """Make glibc keep freed blocks up to 32 MiB (and up to 1 GiB of heap top) for reuse.
 
     Returns False, changing nothing, where the C library is not glibc (macOS, musl, Windows).
     Setting the mmap threshold explicitly also turns off glibc's dynamic threshold."""
-    name = ctypes.util.find_library("c")
-    if not name:
+    libc = glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        gnu = libc.gnu_get_libc_version  # glibc only
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    gnu.restype = ctypes.c_char_p
-    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     if not ok:
-        log.warning("glibc %s refused mallopt: freed memory is returned to the OS as usual", gnu().decode())
+        log.warning("glibc %s refused mallopt: freed memory is returned to the OS as usual",
+                    libc.gnu_get_libc_version().decode())
     return ok
 
 

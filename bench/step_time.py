@@ -34,7 +34,7 @@ import torch
 from update import make_batch
 
 from r1lab.commands.zero import Config, update_minibatch
-from r1lab.models import load_tokenizer, pick_device, resolve_dtype, resolve_model, tiny_config
+from r1lab.models import load_tokenizer, pad_id, pick_device, resolve_dtype, resolve_model, tiny_config
 from r1lab.rollout import HFEngine, SamplingParams
 from r1lab.tasks import get_task
 
@@ -84,12 +84,11 @@ def main(argv=None) -> None:
     adv = adv.to(device)
     mask, mb = pk.mask.clone(), torch.arange(len(samples), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-7, betas=(0.9, 0.99), weight_decay=0.0)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     zcfg = Config(micro_batch=args.micro_batch, micro_batch_tokens=args.micro_batch_tokens, lr=1e-7, warmup=0,
                   norm="token", beta=0.0, max_new_tokens=args.max_new_tokens, prompts_per_step=args.prompts,
                   group_size=args.group)
     ctx = SimpleNamespace(cfg=zcfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
-                          run_dir=Path(tempfile.mkdtemp(prefix="r1lab-bench-step-")), pad_id=pad)
+                          run_dir=Path(tempfile.mkdtemp(prefix="r1lab-bench-step-")), pad_id=pad_id(tok))
 
     def rollout(seed):
         sp = SamplingParams(args.max_new_tokens, 1.0, 1.0, 0, ("</answer>",), seed=seed)

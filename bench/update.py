@@ -55,7 +55,7 @@ import torch
 from r1lab.batch import completion_logprobs, micro_batches, pack, trim
 from r1lab.commands.zero import Config, update_minibatch
 from r1lab.grpo import group_advantages
-from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model
+from r1lab.models import load_model, load_tokenizer, pad_id, pick_device, resolve_model
 from r1lab.rollout import Sample
 from r1lab.tasks import get_task
 
@@ -104,8 +104,7 @@ def make_batch(args, tok, model, device="cpu"):
     for i in range(args.sequences):
         n = rng.randint(args.min_len, args.max_len)
         samples.append(Sample(prompts[i // args.group], [rng.choice(vocab) for _ in range(n)], [0.0] * n, "", "stop"))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    pk = pack(samples, pad, device)
+    pk = pack(samples, pad_id(tok), device)
     old = torch.zeros_like(pk.mask)
     with torch.no_grad():  # π_old = the policy's own log-probs (as recompute_old_logp would)
         for rows in micro_batches(args.sequences, args.micro_batch, pk.lengths):
@@ -150,9 +149,8 @@ def main(argv=None) -> None:
                      max_new_tokens=args.max_len, prompts_per_step=n // args.group, group_size=args.group,
                      shared_prompt=shared)
         return SimpleNamespace(cfg=cfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
-                               run_dir=tmp, pad_id=pad)
+                               run_dir=tmp, pad_id=pad_id(tok))
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     in_order = -torch.arange(n, device=device)  # descending sort of −index = the original row order
     setups = {
         "bucketed": (context(args.micro_batch, args.micro_batch_tokens, shared=True), pk),

@@ -101,6 +101,11 @@ def load_tokenizer(name: str | None = None):
     return tok
 
 
+def pad_id(tok) -> int:
+    """The id that pads training batches: the tokenizer's pad token, else its EOS token."""
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """'auto' -> bfloat16 on CUDA, float32 elsewhere; else the torch dtype of that name."""
     if dtype == "auto":

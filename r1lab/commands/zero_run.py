@@ -19,7 +19,14 @@ from r1lab import checkpoint, runtime
 from r1lab.commands.eval import evaluate, task_kwargs
 from r1lab.commands.zero_config import Config
 from r1lab.config import ConfigError, to_dict
-from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model, save_pretrained_atomic
+from r1lab.models import (
+    load_model,
+    load_tokenizer,
+    pad_id,
+    pick_device,
+    resolve_model,
+    save_pretrained_atomic,
+)
 from r1lab.rewards.safe import RewardRunner
 from r1lab.rollout import HFEngine, SamplingParams
 from r1lab.tasks import get_task
@@ -86,7 +93,7 @@ def setup(cfg: Config) -> tuple[Context, int]:
         cfg=cfg, run_dir=run_dir, device=device, tok=tok, policy=policy, ref=ref, value=value, opt=opt,
         value_opt=value_opt, engine=HFEngine(policy, tok, max_batch=max(256, cfg.prompts_per_step * cfg.group_size)),
         task=task, train=train, test=test, rewards=RewardRunner(task, cfg.reward_fn or None, cfg.reward_timeout),
-        pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id, stop=("</answer>",),
+        pad_id=pad_id(tok), stop=("</answer>",),
     )
     start = 0
     if ckpt is not None:

@@ -45,8 +45,8 @@ import sys
 import common
 import torch
 
+from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model
-from r1lab.rollout import HFEngine, SamplingParams
 from r1lab.tasks import get_task
 
 

@@ -6,7 +6,7 @@
 What it measures, after one untimed warm-up step: the seconds of (1) a rollout of
 ``--prompts`` Countdown prompts × ``--group`` samples through ``HFEngine.generate`` (up to
 ``--max-new-tokens``; a random model rarely stops early, so most rows run to the limit) and
-(2) one GRPO optimizer step over a batch of the same shape (``zero.update_minibatch``: the
+(2) one GRPO optimizer step over a batch of the same shape (``rl.update.update_minibatch``: the
 loss passes, backward, clipping and AdamW, as in ``bench/update.py``), median of
 ``--repeats``; generated tokens per second; peak memory (CUDA: max allocated; CPU: peak RSS).
 
@@ -25,17 +25,17 @@ import argparse
 import random
 import resource
 import sys
-import tempfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import common
 import torch
 from update import make_batch
 
-from r1lab.commands.zero import Config, update_minibatch
+from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.models import load_tokenizer, pad_id, pick_device, resolve_dtype, resolve_model, tiny_config
-from r1lab.rollout import HFEngine, SamplingParams
+from r1lab.rl.learner import Learner
+from r1lab.rl.settings import RLSettings
+from r1lab.rl.update import RolloutBatch, update_minibatch
 from r1lab.tasks import get_task
 
 PRESETS = {
@@ -84,11 +84,11 @@ def main(argv=None) -> None:
     adv = adv.to(device)
     mask, mb = pk.mask.clone(), torch.arange(len(samples), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-7, betas=(0.9, 0.99), weight_decay=0.0)
-    zcfg = Config(micro_batch=args.micro_batch, micro_batch_tokens=args.micro_batch_tokens, lr=1e-7, warmup=0,
-                  norm="token", beta=0.0, max_new_tokens=args.max_new_tokens, prompts_per_step=args.prompts,
-                  group_size=args.group)
-    ctx = SimpleNamespace(cfg=zcfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
-                          run_dir=Path(tempfile.mkdtemp(prefix="r1lab-bench-step-")), pad_id=pad_id(tok))
+    settings = RLSettings(micro_batch=args.micro_batch, micro_batch_tokens=args.micro_batch_tokens, lr=1e-7,
+                          warmup=0, norm="token", beta=0.0, max_new_tokens=args.max_new_tokens,
+                          prompts_per_step=args.prompts, group_size=args.group)
+    learner = Learner(model, opt, pad_id(tok))
+    batch = RolloutBatch(pk, mask, old, None, adv)
 
     def rollout(seed):
         sp = SamplingParams(args.max_new_tokens, 1.0, 1.0, 0, ("</answer>",), seed=seed)
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
 
     def update():
         model.train()
-        sec, ok = common.timed(lambda: update_minibatch(ctx, pk, mb, mask, old, None, adv, None, None, {}), device)
+        sec, ok = common.timed(lambda: update_minibatch(batch, mb, learner, settings, 1e-7, {}), device)
         if not ok:
             raise RuntimeError("update skipped (non-finite loss)")
         return sec

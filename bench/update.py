@@ -4,7 +4,7 @@
     python bench/update.py --sequences 32 --group 8 --max-len 64 --repeats 1   # a smoke run
 
 What it measures: one GRPO optimizer step exactly as ``r1lab zero`` does it, by calling
-``r1lab.commands.zero.update_minibatch`` (per micro-batch: ``batch.trim`` ->
+``r1lab.rl.update.update_minibatch`` (per micro-batch: ``batch.trim`` ->
 ``row_logprobs`` -> ``grpo.policy_loss``
 (DAPO token norm, ε 0.2/0.28, β 0) -> weighted ``backward``; then grad-norm clipping and an
 AdamW step) on a packed batch of ``--sequences`` sequences: real Countdown prompts (short
@@ -45,19 +45,18 @@ import dataclasses
 import random
 import resource
 import sys
-import tempfile
-from pathlib import Path
-from types import SimpleNamespace
 
 import common
 import torch
 
-from r1lab.batch import completion_logprobs, micro_batches, pack, trim
-from r1lab.commands.zero import Config, update_minibatch
-from r1lab.grpo import group_advantages
+from r1lab.engine.rollout import Sample
 from r1lab.models import load_model, load_tokenizer, pad_id, pick_device, resolve_model
-from r1lab.rollout import Sample
+from r1lab.rl.grpo import group_advantages
+from r1lab.rl.learner import Learner
+from r1lab.rl.settings import RLSettings
+from r1lab.rl.update import RolloutBatch, update_minibatch
 from r1lab.tasks import get_task
+from r1lab.train.batch import completion_logprobs, micro_batches, pack, trim
 
 VARIANTS = ("bucketed", "plain", "unsorted", "padded")
 
@@ -142,14 +141,13 @@ def main(argv=None) -> None:
     n = args.sequences
     mask = pk.mask.clone()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    tmp = Path(tempfile.mkdtemp(prefix="r1lab-bench-update-"))
 
-    def context(micro: int, tokens: int = 0, shared: bool = False):
-        cfg = Config(micro_batch=micro, micro_batch_tokens=tokens, lr=args.lr, warmup=0, norm="token", beta=0.0, eps_low=0.2, eps_high=0.28,
-                     max_new_tokens=args.max_len, prompts_per_step=n // args.group, group_size=args.group,
-                     shared_prompt=shared)
-        return SimpleNamespace(cfg=cfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
-                               run_dir=tmp, pad_id=pad_id(tok))
+    learner = Learner(model, opt, pad_id(tok))
+
+    def context(micro: int, tokens: int = 0, shared: bool = False) -> RLSettings:
+        return RLSettings(micro_batch=micro, micro_batch_tokens=tokens, lr=args.lr, warmup=0, norm="token", beta=0.0,
+                          eps_low=0.2, eps_high=0.28, max_new_tokens=args.max_len, prompts_per_step=n // args.group,
+                          group_size=args.group, shared_prompt=shared)
 
     in_order = -torch.arange(n, device=device)  # descending sort of −index = the original row order
     setups = {
@@ -164,10 +162,10 @@ def main(argv=None) -> None:
     faults = {name: [] for name in names}  # minor page faults per update (first touches of fresh memory)
 
     def step(name):
-        ctx, packed = setups[name]
+        settings, packed = setups[name]
         agg: dict = {}
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        sec, ok = common.timed(lambda: update_minibatch(ctx, packed, mb, mask, old, None, adv, None, None, agg),
+        sec, ok = common.timed(lambda: update_minibatch(RolloutBatch(packed, mask, old, None, adv), mb, learner, settings, args.lr, agg),
                                 device)
         faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         if not ok:
@@ -189,11 +187,11 @@ def main(argv=None) -> None:
     flops = 3.0 * common.forward_flops(dims, [(0, len(s.prompt_ids) + len(s.completion_ids)) for s in samples])
     rows = []
     for name in names:
-        ctx, packed = setups[name]
+        settings, packed = setups[name]
         sec = common.median(times[name])
-        processed = processed_tokens(packed, ctx.cfg.micro_batch, packed.lengths, ctx.cfg.micro_batch_tokens)
+        processed = processed_tokens(packed, settings.micro_batch, packed.lengths, settings.micro_batch_tokens)
         rows.append({
-            "variant": name, "micro_batch": ctx.cfg.micro_batch, "sec": sec, "all_sec": times[name],
+            "variant": name, "micro_batch": settings.micro_batch, "sec": sec, "all_sec": times[name],
             "completion_tokens_per_s": comp_tokens / sec, "real_tokens_per_s": real_tokens / sec,
             "processed_tokens": processed, "padding_overhead": processed / real_tokens,
             "gflops": flops / sec / 1e9, "mfu": flops / sec / ceiling,

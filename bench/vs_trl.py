@@ -20,7 +20,7 @@ Rollout time is also shown: r1lab's ``time/rollout``, TRL's ``_generate_and_scor
 Held equal (r1lab Config ⇔ TRL GRPOConfig):
   model          the same directory, fp32, sdpa attention, CPU, torch threads = cores
   task, prompts  countdown, short template; the exact prompt strings r1lab draws at each
-                 step (``zero.prompt_indices``) are TRL's dataset rows in that order
+                 step (``rl.collect.prompt_indices``) are TRL's dataset rows in that order
                  (``shuffle_dataset=False``); TRL's reward calls r1lab's ``task.reward``
   B, G           prompts_per_step = B, group_size = G ⇔ generation_batch_size = B·G,
                  num_generations = G; one optimizer step per B·G completions on both sides
@@ -52,7 +52,7 @@ of 2 processes each): 8 → 2.78 s/step (645 MiB), 16 → 2.58 s (786 MiB), 32 �
 64 → 2.74 s (1333 MiB); 16 is the fastest, so it is the default of ``--trl-micro-batch``.
 r1lab's side: its defaults for everything not listed (micro_batch 64 with micro_batch_tokens
 2048, i.e. length-bucketed micro-batches of at most 2048 padded tokens; reward thread pool),
-tensorboard=False, eval_problems=1 / eval_k=1 (evaluation is outside the timed steps anyway).
+report_to="none", eval_problems=1 / eval_k=1 (evaluation is outside the timed steps anyway).
 
 Not equal, by design: TRL prefills every one of the B·G rows (r1lab shares one prefill per
 prompt) and ``model.generate`` decodes finished rows until the last row ends; TRL
@@ -120,7 +120,7 @@ def stop_token_ids(tok) -> list[int]:
 
 def step_prompts(args, task, tok, train) -> list[tuple[int, str]]:
     """(example index, prompt) of every prompt r1lab's zero draws, step by step."""
-    from r1lab.commands.zero import prompt_indices
+    from r1lab.rl.collect import prompt_indices
 
     out = []
     for step in range(args.warmup + args.steps):
@@ -143,7 +143,7 @@ def side_r1lab(args, path: str, workdir: Path) -> dict:
         temperature=1.0, top_p=1.0, top_k=0, scale="group", norm="token", level="token", eps_low=0.2,
         eps_high=0.28, beta=0.0, lr=args.lr, warmup=0, schedule="constant", weight_decay=0.0, grad_clip=1.0,
         mu=1, minibatches=1, eval_every=0, eval_problems=1, eval_k=1, save_every=10**9, sample_every=0,
-        tensorboard=False, threads=args.threads, seed=args.seed, device="cpu", reuse_memory=not args.system_malloc,
+        report_to="none", threads=args.threads, seed=args.seed, device="cpu", reuse_memory=not args.system_malloc,
     )
     t0 = time.perf_counter()
     run(cfg)

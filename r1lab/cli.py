@@ -12,8 +12,8 @@ import argparse
 import importlib
 import sys
 
-from r1lab.config import ConfigError, add_dataclass_args, build_config
-from r1lab.data import DataError
+from r1lab.config import add_dataclass_args, build_config
+from r1lab.errors import UserError
 
 COMMANDS = ("pretrain", "eval", "score", "zero", "report")
 
@@ -22,8 +22,15 @@ def _load(name: str):
     return importlib.import_module(f"r1lab.commands.{name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``r1lab zero: error: ... (see r1lab zero --help)``, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="r1lab",
         description="Train reasoning models with the DeepSeek-R1 recipe: pretrain a tiny base, "
         "R1-Zero GRPO, evaluate, score, report.",
@@ -42,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = parser._subparsers._group_actions[0].choices.get(args.command) if args.command else None
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.command:
         parser.print_help()
         return 0
@@ -51,16 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = build_config(mod.Config, args.recipe, overrides, section=args.command)
         mod.run(cfg)
-    except ConfigError as exc:
-        print(f"r1lab {args.command}: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except DataError as exc:
-        print(f"r1lab {args.command}: data error: {exc}", file=sys.stderr)
+    except UserError as exc:
+        print(f"r1lab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"r1lab {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

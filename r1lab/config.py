@@ -19,13 +19,15 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from r1lab.errors import UserError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An impossible or malformed configuration; the message says what to change."""
 
 
@@ -86,9 +88,38 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
 
 
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
+        return f"a list of {_type_name(inner)}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def check_type(name: str, value: Any, tp: Any) -> Any:
+    """``value`` as field type ``tp`` (an int is a valid float), or a ConfigError naming the field."""
+    tp = _base_type(tp)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be {_type_name(tp)}, got {value!r}")
+        return [check_type(f"{name}[{i}]", v, inner) for i, v in enumerate(value)]
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp, True)
+    if not ok:
+        raise ConfigError(f"{name} must be {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
 def build_config(cls: type, recipe: str | None, overrides: dict[str, Any], section: str | None = None):
     """Make ``cls`` from defaults, then a TOML recipe, then explicit overrides (None = not given)."""
     names = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     if recipe:
         data = load_toml(recipe)
@@ -102,10 +133,10 @@ def build_config(cls: type, recipe: str | None, overrides: dict[str, Any], secti
                 raise ConfigError(
                     f"{recipe}: unknown key {key!r} for {cls.__name__}; known keys: {', '.join(sorted(names))}"
                 )
-            values[key_norm] = val
+            values[key_norm] = check_type(f"{recipe}: key {key!r}", val, hints[key_norm])
     for key, val in overrides.items():
         if val is not None and key in names:
-            values[key] = val
+            values[key] = check_type(f"--{key.replace('_', '-')}", val, hints[key])
     try:
         cfg = cls(**values)
     except TypeError as exc:

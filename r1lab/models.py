@@ -12,11 +12,14 @@ trained by ``tokenizers`` on r1lab's synthetic corpus. Both load with nothing fr
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from r1lab.config import ConfigError
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "assets" / "base")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
@@ -85,17 +88,49 @@ def resolve_model(name: str | None) -> str:
     """'' / None / 'default' -> the shipped base; anything else is a path or a hub id."""
     if not name or name == "default":
         if not (Path(DEFAULT_MODEL) / "config.json").is_file():
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"the default base model is missing at {DEFAULT_MODEL}; build it with `r1lab pretrain`"
             )
         return DEFAULT_MODEL
-    return name
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model directory {name!r} not found (no config.json there)")
+        return str(path)
+    return name  # a hub id
+
+
+@contextlib.contextmanager
+def quiet_hf():
+    """transformers' own progress bars ("Loading weights", "Writing model shards") off inside:
+    a command shows one progress bar, its own."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _load(loader, name: str | None, **kwargs: Any):
+    """``loader.from_pretrained`` with a one-line ``ConfigError`` when the model cannot be had
+    (a hub id offline or misspelt, a directory that is not a model)."""
+    where = resolve_model(name)
+    try:
+        with quiet_hf():
+            return loader.from_pretrained(where, **kwargs)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot load model {where!r}: {first}") from exc
 
 
 def load_tokenizer(name: str | None = None):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(name))
+    tok = _load(AutoTokenizer, name)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -121,8 +156,7 @@ def load_model(name: str | None = None, dtype: str = "auto", device: str = "cpu"
     from transformers import AutoModelForCausalLM
 
     attn = "sdpa"
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=resolve_dtype(dtype, device),
-                                                 attn_implementation=attn)
+    model = _load(AutoModelForCausalLM, name, dtype=resolve_dtype(dtype, device), attn_implementation=attn)
     return model.to(device).eval()
 
 
@@ -134,9 +168,10 @@ def save_pretrained_atomic(model, tokenizer, path: str | os.PathLike) -> None:
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
+    with quiet_hf():
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     old = path.with_name(path.name + ".old")
     if path.exists():
         if old.exists():

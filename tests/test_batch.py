@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from r1lab.batch import completion_logprobs, micro_batches, pack, trim
+from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.models import load_model, load_tokenizer
-from r1lab.rollout import HFEngine, SamplingParams
+from r1lab.train.batch import completion_logprobs, micro_batches, pack, trim
 
 
 def test_packed_logprobs_equal_sampling_logprobs(tiny_model_dir):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from r1lab.fastdecode import FastDecoder, supported
-from r1lab.kvcache import HFDecoder
+from r1lab.engine.fastdecode import FastDecoder, supported
+from r1lab.engine.kvcache import HFDecoder
+from r1lab.engine.rollout import HFEngine, SamplingParams, sample_inverse_cdf
 from r1lab.models import load_model, load_tokenizer
-from r1lab.rollout import HFEngine, SamplingParams, sample_inverse_cdf
 
 
 def _tiny(model_type: str, **extra):

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
 import torch
 from test_fastdecode import FAMILIES, _tiny
 
-from r1lab.batch import micro_batches, pack, row_logprobs
-from r1lab.commands.zero import Config, update_minibatch
-from r1lab.fasttrain import SharedPrompts, supported
-from r1lab.grpo import group_advantages
-from r1lab.rollout import Sample
+from r1lab.engine.rollout import Sample
+from r1lab.rl.grpo import group_advantages
+from r1lab.rl.learner import Learner
+from r1lab.rl.settings import RLSettings
+from r1lab.rl.update import RolloutBatch, update_minibatch
+from r1lab.train.batch import micro_batches, pack, row_logprobs
+from r1lab.train.fasttrain import SharedPrompts, supported
 
 
 def _batch(vocab: int, group: int = 3, seed: int = 0):
@@ -72,18 +73,17 @@ def test_shared_prompts_run_only_what_is_used():
 
 
 def _update(model, pk, adv, shared: bool, train, opt_cls=torch.optim.SGD):
-    """One GRPO optimizer step through zero's update_minibatch; returns (new weights, optimizer).
+    """One GRPO optimizer step through rl.update.update_minibatch; returns (new weights, optimizer).
 
     SGD with lr 1 turns the weight change into the (clipped) gradient itself, so that float
     rounding is not amplified (AdamW's first step divides each gradient by its own size)."""
     model = copy.deepcopy(model).train()
     opt = opt_cls(model.parameters(), lr=1.0)
-    cfg = Config(micro_batch=4, micro_batch_tokens=0, lr=1.0, warmup=0, norm="token", beta=0.0,
-                 max_new_tokens=9, prompts_per_step=3, group_size=3, shared_prompt=shared)
-    ctx = SimpleNamespace(cfg=cfg, opt=opt, policy=model, step=0, value=None, value_opt=None, bad_steps=0,
-                          run_dir=".", pad_id=0)
+    s = RLSettings(micro_batch=4, micro_batch_tokens=0, lr=1.0, warmup=0, norm="token", beta=0.0,
+                   max_new_tokens=9, prompts_per_step=3, group_size=3, shared_prompt=shared)
+    batch = RolloutBatch(pk, pk.mask, pk.sample_logp, None, adv, train=train)
     n = len(pk.lengths)
-    ok = update_minibatch(ctx, pk, torch.arange(n), pk.mask, pk.sample_logp, None, adv, None, None, {}, train)
+    ok = update_minibatch(batch, torch.arange(n), Learner(model, opt, pad_id=0), s, lr=1.0, agg={})
     assert ok
     return {k: p.detach().clone() for k, p in model.named_parameters()}, opt
 

@@ -1,4 +1,4 @@
-"""Tests for r1lab.grpo: hand-worked numbers, properties, and the vectorised loss vs a loop."""
+"""Tests for r1lab.rl.grpo: hand-worked numbers, properties, and the vectorised loss vs a loop."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r1lab.grpo import (
-    entropy_from_logits,
+from r1lab.rl.grpo import (
     gae,
     group_advantages,
     kl_k1,
@@ -21,10 +20,9 @@ from r1lab.grpo import (
     masked_mean,
     masked_whiten,
     policy_loss,
-    token_logprobs,
-    token_logprobs_chunked,
     value_loss,
 )
+from r1lab.train.logprobs import entropy_from_logits, token_logprobs, token_logprobs_chunked
 
 T64 = torch.float64
 

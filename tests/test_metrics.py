@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from r1lab.metrics import default_ks, majority_vote, pass_at_k, summarize
+from r1lab.evaluation.metrics import default_ks, majority_vote, pass_at_k, summarize
 from r1lab.tasks.base import Grade
 
 

@@ -10,6 +10,7 @@ import pytest
 from _fuzz import any_text
 from hypothesis import given, settings
 
+from r1lab.config import ConfigError
 from r1lab.rewards.math_equiv import grader_stats
 from r1lab.tasks import get_task
 from r1lab.tasks.gsm8k import GSM8K, gold_answer
@@ -28,7 +29,7 @@ def test_options_and_kwargs():
     assert get_task("gsm8k").options.data == "openai/gsm8k:main"
     math = get_task("math", grader_timeout=2.0)
     assert isinstance(math, Math) and math.options.data == "HuggingFaceH4/MATH-500"
-    with pytest.raises(TypeError, match="no option"):
+    with pytest.raises(ConfigError, match="no option"):
         get_task("math", nonsense=1)
     with pytest.raises(ValueError, match="grader_timeout"):
         get_task("math", grader_timeout=0)

@@ -20,7 +20,7 @@ import pytest
 from r1lab.cli import main
 from r1lab.commands.report import Config, run
 from r1lab.config import ConfigError
-from r1lab.report import ema, load_run, read_jsonl, window_mean
+from r1lab.report.run import ema, load_run, read_jsonl, window_mean
 
 PASS1 = {0: 0.12, 10: 0.20, 20: 0.31, 29: 0.45}
 PLOT_NAMES = ("reward", "length", "reflection", "kl_clip", "time")

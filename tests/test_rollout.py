@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from r1lab.engine.rollout import HFEngine, SamplingParams, filter_logits
 from r1lab.models import load_model, load_tokenizer
-from r1lab.rollout import HFEngine, SamplingParams, filter_logits
 
 PROMPTS = ["Use 4 8 6 to make 32.\n<think>", "Compute 3+4*2.\n<think>", "用 8 8 4 凑出 12。\n<think>"]
 

@@ -8,9 +8,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r1lab import corpus
 from r1lab.rewards.format import parse_response
-from r1lab.tasks import get_task
+from r1lab.tasks import corpus, get_task
 from r1lab.tasks.countdown import CorpusStyle, evaluate_expression, instance_key, solutions, worked_solution
 
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def small(model: str, out: Path, **kw) -> Config:
     base = dict(model=model, output_dir=str(out), steps=2, prompts_per_step=2, group_size=4, max_new_tokens=16,
-                eval_problems=3, eval_k=2, eval_every=0, tensorboard=False, micro_batch=4)
+                eval_problems=3, eval_k=2, eval_every=0, report_to="none", micro_batch=4)
     base.update(kw)
     return Config(**base)
 
@@ -73,7 +73,7 @@ def test_kill_9_then_resume(tiny_model_dir, tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "r1lab", "zero", "--model", tiny_model_dir, "--output-dir", str(out),
             "--steps", "30", "--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "16",
-            "--eval-problems", "2", "--eval-k", "1", "--eval-every", "0", "--tensorboard", "false"]
+            "--eval-problems", "2", "--eval-k", "1", "--eval-every", "0", "--report-to", "none"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "metrics.jsonl").is_file():
@@ -124,17 +124,18 @@ def test_overlong_penalty_by_hand():
 
 
 def test_nan_loss_skips_then_stops(tiny_model_dir, tmp_path, monkeypatch):
-    import r1lab.commands.zero as zero
+    import r1lab.rl.update as update
+    from r1lab.errors import UserError
 
-    real = zero.policy_loss
+    real = update.policy_loss
 
     def nan_loss(*a, **k):
         loss, st = real(*a, **k)
         return loss * float("nan"), st
 
-    monkeypatch.setattr(zero, "policy_loss", nan_loss)
+    monkeypatch.setattr(update, "policy_loss", nan_loss)
     # every row runs (the tiny model's groups may all lack spread, and skipped rows compute no loss)
-    with pytest.raises(FloatingPointError, match="non-finite"):
+    with pytest.raises(UserError, match="non-finite.*Last good checkpoint"):
         run(small(tiny_model_dir, tmp_path / "nan", steps=5, max_bad_steps=2, skip_zero_advantage=False))
     m = rows(tmp_path / "nan" / "metrics.jsonl")
     assert m[0]["nonfinite_skips"] == 1 and len(m) == 1  # the second bad step stops the run

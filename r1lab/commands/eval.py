@@ -8,26 +8,22 @@ As R1 reports it: k samples per problem at temperature 0.6, top-p 0.95; pass@1 i
 correctness over all k samples (then over problems), cons@k the correctness of the majority
 answer, pass@k the unbiased estimator 1 − C(n−c,k)/C(n,k). Writes ``eval.json`` (metrics +
 every sample) and ``eval.md`` to ``--output-dir``, and prints the metrics as one JSON object
-on the last line. Sampling goes through ``r1lab.rollout`` — the same engine GRPO trains with.
+on the last line. Sampling goes through ``r1lab.engine.rollout`` — the same engine GRPO trains with.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from r1lab.config import ConfigError, to_dict
-from r1lab.metrics import summarize
+from r1lab.engine.rollout import SamplingParams
+from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import load_model, load_tokenizer, pick_device
-from r1lab.reflection import reflection_rate
-from r1lab.rollout import HFEngine, SamplingParams
-from r1lab.tasks import get_task
+from r1lab.tasks import get_task, task_kwargs
 
 HELP = "sample k responses per problem and report pass@1, cons@k, pass@k"
 
@@ -58,70 +54,6 @@ class Config:
             raise ConfigError("top_p must be in (0, 1]")
         if self.temperature < 0:
             raise ConfigError("temperature must be >= 0")
-
-
-def task_kwargs(cfg: Any) -> dict[str, Any]:
-    kw = {}
-    for name in ("data", "template", "language"):
-        val = getattr(cfg, name, "")
-        if val:
-            kw[name] = val
-    return kw
-
-
-def evaluate(
-    model,
-    tokenizer,
-    task,
-    examples: list[dict],
-    k: int,
-    params: SamplingParams,
-    batch_size: int = 256,
-    progress: bool = True,
-) -> tuple[dict[str, float], list[dict]]:
-    """Sample k completions per example, grade them, and summarise.
-
-    Returns (metrics, records); records hold each problem's prompt, completions and grades.
-    """
-    engine = HFEngine(model, tokenizer, max_batch=batch_size)
-    per_chunk = max(1, batch_size // k)
-    records, grades, lengths = [], [], []
-    t0 = time.time()
-    n_tokens = 0
-    bar = tqdm(total=len(examples), desc="eval", unit="problem", disable=not progress, dynamic_ncols=True)
-    for start in range(0, len(examples), per_chunk):
-        chunk = examples[start : start + per_chunk]
-        prompts = [task.prompt(ex, tokenizer) for ex in chunk]
-        out = engine.generate(prompts, params, n=k)
-        flat = task.grade_many([ex for ex in chunk for _ in range(k)], [s.text for s in out.samples])
-        for i, ex in enumerate(chunk):
-            samples = out.samples[i * k : (i + 1) * k]
-            g = flat[i * k : (i + 1) * k]
-            grades.append(g)
-            lengths.append([len(s.completion_ids) for s in samples])
-            n_tokens += sum(lengths[-1])
-            records.append(
-                {
-                    "id": ex.get("id"),
-                    "prompt": prompts[i],
-                    "answer": ex.get("answer"),
-                    "responses": [s.text for s in samples],
-                    "correct": [x.correct for x in g],
-                    "extracted": [x.extracted for x in g],
-                    "finish": [s.finish_reason for s in samples],
-                }
-            )
-        bar.update(len(chunk))
-        done = [c for r in records for c in r["correct"]]
-        bar.set_postfix(pass1=f"{sum(done) / max(1, len(done)):.3f}")
-    bar.close()
-    metrics = summarize(grades, lengths)
-    texts = [t for r in records for t in r["responses"]]
-    metrics["reflection_rate"] = reflection_rate(texts)
-    metrics["truncated_share"] = sum(f == "length" for r in records for f in r["finish"]) / max(1, len(texts))
-    metrics["tokens_per_s"] = n_tokens / max(1e-9, time.time() - t0)
-    metrics["seconds"] = time.time() - t0
-    return metrics, records
 
 
 def write_markdown(path: Path, cfg: Config, metrics: dict, records: list[dict]) -> None:

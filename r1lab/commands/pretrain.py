@@ -3,7 +3,7 @@
     r1lab pretrain --output r1lab/assets/base          # the shipped default (~15 min, 2 cores)
     r1lab pretrain --output /tmp/base --steps 50       # a quick smoke build
 
-Steps: generate the corpus (r1lab.corpus) -> train a byte-level BPE tokenizer on it -> build a
+Steps: generate the corpus (r1lab.tasks.corpus) -> train a byte-level BPE tokenizer on it -> build a
 tiny Qwen2 (r1lab.models.tiny_config) -> next-token training on random windows of the packed
 token stream (AdamW, warm-up then cosine decay) -> ``save_pretrained`` model and tokenizer.
 Deterministic for a seed on a given machine and thread count. Unlike a real pretraining run,
@@ -14,7 +14,6 @@ worked solutions of varying quality on the web.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +21,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from r1lab import corpus, runtime
+from r1lab import runtime
 from r1lab.config import ConfigError, to_dict
 from r1lab.models import DEFAULT_MODEL, build_tokenizer, count_parameters, save_pretrained_atomic, tiny_config
+from r1lab.tasks import corpus
+from r1lab.train.schedule import lr_at
 
 HELP = "build the tiny default base model from r1lab's synthetic corpus"
 
@@ -52,13 +53,6 @@ class Config:
             raise ConfigError("steps, batch_size must be >= 1 and seq_len >= 8")
         if self.hidden_size % 64:
             raise ConfigError("hidden_size must be a multiple of 64 (head size 48 x 4 heads fits 192)")
-
-
-def _lr_at(step: int, cfg: Config) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def run(cfg: Config) -> dict:
@@ -104,7 +98,7 @@ def run(cfg: Config) -> dict:
         starts = torch.randint(0, len(stream) - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
         batch = torch.stack([stream[s : s + cfg.seq_len + 1] for s in starts.tolist()])
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, "cosine")
         logits = model(input_ids=batch[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
         loss.backward()

@@ -11,7 +11,7 @@ Use it to score samples from another engine (vLLM, an API) with exactly the rewa
 
 Output (``--output``): each row again, plus ``correct``, ``extracted`` and ``format_ok`` lists
 (one entry per response; ``grader_errors`` too when a comparison timed out or failed).
-stdout: the metrics (``r1lab.metrics.summarize``) + ``skipped``, ``source``, ``task`` as ONE
+stdout: the metrics (``r1lab.evaluation.metrics.summarize``) + ``skipped``, ``source``, ``task`` as ONE
 JSON object on the last line; the progress bar goes to stderr. A bad row stops the run with
 its file, line and field named, or with ``--skip-bad`` is skipped and counted in ``skipped``.
 MATH answers are compared in batches (one worker round trip per batch), so 500 rows take seconds.
@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from r1lab.config import ConfigError
 from r1lab.data import DataError, read_rows
-from r1lab.metrics import summarize
+from r1lab.evaluation.metrics import summarize
 from r1lab.tasks import TASKS, get_task
 
 HELP = "grade a RESPONSES.jsonl file with a task's grader and print pass@1, cons@k, pass@k"

@@ -22,20 +22,22 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from r1lab.config import ConfigError
+
 log = logging.getLogger("r1lab.rewards")
 
 
 def load_reward_fn(spec: str) -> Callable[[dict, str], Any]:
     """'pkg.module:function' -> the function (a clear error if it is not there)."""
     if ":" not in spec:
-        raise ValueError(f"reward function must be given as 'module:function', got {spec!r}")
+        raise ConfigError(f"reward function must be given as 'module:function', got {spec!r}")
     module, name = spec.split(":", 1)
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load reward function {spec!r}: {exc}") from exc
+        raise ConfigError(f"cannot load reward function {spec!r}: {exc}") from exc
     if not callable(fn):
-        raise ValueError(f"{spec!r} is not callable")
+        raise ConfigError(f"reward function {spec!r} is not callable")
     return fn
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from r1lab.config import ConfigError
+from r1lab.data import DataError
 from r1lab.tasks.base import Grade, Task, TaskOptions
 
 TASKS = {
@@ -24,11 +26,23 @@ TASKS = {
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-    """Build a task by name; keyword arguments are its options (template, data, fields, ...)."""
+    """Build a task by name; keyword arguments are its options (template, data, fields, ...).
+
+    An unknown name or a bad option is a ``ConfigError`` naming it (a bad data file a ``DataError``)."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
     module, cls = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    try:
+        return getattr(importlib.import_module(module), cls)(**kwargs)
+    except (DataError, ConfigError):
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"task {name!r}: {exc}") from exc
 
 
-__all__ = ["Grade", "Task", "TaskOptions", "TASKS", "get_task"]
+def task_kwargs(cfg: Any) -> dict[str, Any]:
+    """The task options a command's config sets: ``data``, ``template``, ``language`` when not empty."""
+    return {name: getattr(cfg, name) for name in ("data", "template", "language") if getattr(cfg, name, "")}
+
+
+__all__ = ["Grade", "Task", "TaskOptions", "TASKS", "get_task", "task_kwargs"]

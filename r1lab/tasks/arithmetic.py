@@ -69,6 +69,7 @@ class ArithmeticOptions(TaskOptions):
 
 class Arithmetic(Task):
     name = "arithmetic"
+    languages = tuple(QUESTION)
     default_template = "short"
 
     def __init__(self, options: ArithmeticOptions | None = None, **kwargs):

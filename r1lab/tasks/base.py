@@ -82,6 +82,7 @@ class Task:
 
     name = "task"
     default_template = "r1"
+    languages: tuple[str, ...] = ()  # the prompt languages a task has ('' = any)
 
     def __init__(self, options: TaskOptions | None = None, **kwargs: Any):
         self.options = options or TaskOptions(template=self.default_template)
@@ -90,6 +91,11 @@ class Task:
                 setattr(self.options, key, val)
             else:
                 raise TypeError(f"task {self.name!r} has no option {key!r}")
+        if self.options.template not in TEMPLATES:
+            raise ValueError(f"unknown template {self.options.template!r}; choose one of {', '.join(TEMPLATES)}")
+        if self.languages and self.options.language not in self.languages:
+            raise ValueError(f"language {self.options.language!r} is not one this task is written in "
+                             f"({', '.join(self.languages)})")
 
     # --- to implement ----------------------------------------------------------------
     def examples(self, split: str) -> list[dict]:

@@ -156,6 +156,7 @@ class CountdownOptions(TaskOptions):
 class Countdown(Task):
     name = "countdown"
     default_template = "short"
+    languages = tuple(PHRASES)
 
     def __init__(self, options: CountdownOptions | None = None, **kwargs):
         super().__init__(options or CountdownOptions(), **kwargs)

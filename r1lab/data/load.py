@@ -40,13 +40,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from r1lab.errors import UserError
+
 log = logging.getLogger("r1lab.data")
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 _SHOW_SKIPS = 3  # how many skip reasons are logged before only counting
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file or row that cannot be used; the message names the file, line/row and field."""
 
 

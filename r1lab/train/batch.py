@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from r1lab.grpo import entropy_from_logits, token_logprobs_chunked
-from r1lab.rollout import Sample
+from r1lab.engine.rollout import Sample
+from r1lab.train.logprobs import entropy_from_logits, token_logprobs_chunked
 
 
 @dataclass

@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from r1lab import fastdecode
-from r1lab.batch import logits_to_logprobs
+from r1lab.engine import fastdecode
+from r1lab.train.batch import logits_to_logprobs
 
 
 def supported(model) -> bool:

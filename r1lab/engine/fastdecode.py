@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from r1lab.engine.kvcache import cache_kwargs, returned_cache
+
 FAMILIES = {"llama", "qwen2", "qwen3", "mistral"}
 
 
@@ -132,12 +134,12 @@ class FastDecoder:
 
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **cache_kwargs(self.model, cache))
         p, w = ids.shape
         self.rows, self.length = p * n, w
         self.k, self.v = [], []
-        for layer in out.past_key_values.layers:
+        for layer in returned_cache(out).layers:
             for store, src in ((self.k, layer.keys), (self.v, layer.values)):
                 buf = src.new_empty((p * n, self.kv_heads, min(capacity, w + self.grow_by), self.head_dim))
                 buf[:, :, :w] = src.repeat_interleave(n, dim=0)

@@ -1,29 +1,24 @@
-"""The config of `r1lab zero` (R1-Zero GRPO, and PPO as the baseline): one dataclass, its checks."""
+"""The settings of an RL run's steps (GRPO and its variants, PPO): one dataclass, its checks.
+
+Every command that trains with RL (``zero``, the RL stages of ``r1``, on-policy distillation,
+driving) takes these fields as flags and recipe keys by making its own ``Config`` a subclass of
+``RLSettings`` (one level, no further inheritance): the same names, help and checks everywhere.
+What a command adds (model, task, run directory, evaluation, checkpoints) stays in its own file.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from r1lab.config import ConfigError
-from r1lab.reflection import REFLECTION_WORDS
+from r1lab.evaluation.reflection import REFLECTION_WORDS
+from r1lab.train.schedule import SCHEDULES
 
 
 @dataclass
-class Config:
-    # what to train
-    model: str = field(default="", metadata={"help": "base model: directory or hub id ('' = shipped base)"})
-    task: str = field(default="countdown", metadata={"help": "countdown | arithmetic | gsm8k | math"})
-    data: str = field(default="", metadata={"help": "data file or hub id for gsm8k / math"})
-    template: str = field(default="", metadata={"help": "prompt template ('' = task default)"})
-    language: str = field(default="", metadata={"help": "target language of the reasoning"})
-    language_weight: float = field(default=0.0, metadata={"help": "weight of the language-consistency reward"})
-    format_weight: float = field(default=0.1, metadata={"help": "weight of the format reward"})
-    reward_fn: str = field(default="", metadata={"help": "custom reward 'module:function' ('' = task's)"})
-    reward_timeout: float = field(default=5.0, metadata={"help": "seconds before a reward call scores 0"})
+class RLSettings:
     algo: str = field(default="grpo", metadata={"help": "grpo | ppo (value-model baseline)"})
-    output_dir: str = field(default="runs/zero", metadata={"help": "run directory"})
     # rollout
-    steps: int = field(default=150, metadata={"help": "training steps (one rollout each)"})
     prompts_per_step: int = field(default=16, metadata={"help": "B: prompts per step"})
     group_size: int = field(default=16, metadata={"help": "G: samples per prompt"})
     max_new_tokens: int = field(default=160, metadata={"help": "completion length limit"})
@@ -64,30 +59,21 @@ class Config:
     value_lr: float = field(default=3e-4, metadata={"help": "PPO value-model learning rate"})
     gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE λ"})
     gamma: float = field(default=1.0, metadata={"help": "PPO discount"})
-    # evaluation, logging, checkpoints
-    eval_every: int = field(default=25, metadata={"help": "held-out eval every N steps (0 = start/end only)"})
-    eval_problems: int = field(default=200, metadata={"help": "held-out problems per eval"})
-    eval_k: int = field(default=8, metadata={"help": "samples per held-out problem"})
-    eval_temperature: float = field(default=0.6, metadata={"help": "eval temperature"})
-    eval_top_p: float = field(default=0.95, metadata={"help": "eval top-p"})
-    save_every: int = field(default=1, metadata={"help": "checkpoint every N steps"})
-    sample_every: int = field(default=10, metadata={"help": "log sample completions every N steps"})
-    resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint"})
     max_bad_steps: int = field(default=5, metadata={"help": "stop after this many NaN/inf losses in a row"})
-    reflection_words: list[str] = field(default_factory=lambda: list(REFLECTION_WORDS), metadata={"help": "words counted as reflection"})
+    reflection_words: list[str] = field(default_factory=lambda: list(REFLECTION_WORDS),
+                                        metadata={"help": "words counted as reflection"})
     seed: int = field(default=0, metadata={"help": "seed of data order, sampling and init"})
-    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = default)"})
-    reuse_memory: bool = field(default=True, metadata={
-        "help": "keep freed memory in the process for the next micro-batch instead of returning it to the OS "
-                "(glibc mallopt; avoids page faults: on the 2-core dev VM the step at 64 completions was about 10 percent faster, the update at 256 about 3 percent; RSS stays at its peak)"})
-    tensorboard: bool = field(default=True, metadata={"help": "also write TensorBoard events"})
 
     def validate(self) -> None:
+        """Reject impossible combinations before any work, each with what to change."""
         if self.algo not in ("grpo", "ppo"):
             raise ConfigError(f"algo must be 'grpo' or 'ppo', not {self.algo!r}")
+        if self.prompts_per_step < 1 or self.group_size < 1 or self.max_new_tokens < 1:
+            raise ConfigError("prompts_per_step, group_size and max_new_tokens must be >= 1")
         if self.group_size < 2 and self.algo == "grpo":
             raise ConfigError("group_size must be >= 2 for GRPO (a group of one has no baseline); use --algo ppo")
+        if self.minibatches < 1:
+            raise ConfigError("minibatches must be >= 1")
         n = self.prompts_per_step * self.group_size
         if n % self.minibatches:
             raise ConfigError(
@@ -107,13 +93,19 @@ class Config:
             raise ConfigError(f"level must be token | sequence, not {self.level!r}")
         if self.micro_batch_tokens < 0:
             raise ConfigError("micro_batch_tokens must be >= 0 (0 = no token limit)")
-        if self.mu < 1 or self.steps < 1 or self.micro_batch < 1:
-            raise ConfigError("mu, steps and micro_batch must be >= 1")
+        if self.mu < 1 or self.micro_batch < 1:
+            raise ConfigError("mu and micro_batch must be >= 1")
         if self.overlong_buffer >= self.max_new_tokens:
             raise ConfigError("overlong_buffer must be smaller than max_new_tokens")
         if self.ref_refresh and self.beta == 0:
             raise ConfigError("ref_refresh has no effect with beta = 0; set --beta (R1 used 0.001)")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError("schedule must be constant | cosine")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be {' | '.join(SCHEDULES)}, not {self.schedule!r}")
         if self.temperature <= 0:
             raise ConfigError("rollout temperature must be > 0 (log-probs are of the sampling policy)")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise ConfigError("lr and grad_clip must be > 0")
+        if self.warmup < 0 or self.beta < 0 or self.max_bad_steps < 1:
+            raise ConfigError("warmup and beta must be >= 0, max_bad_steps >= 1")

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from r1lab.models import quiet_hf
+
 
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -54,12 +56,13 @@ def save(run_dir: str | Path, models: dict[str, Any], tokenizer, state: dict[str
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    for name, model in models.items():
-        if model is None:
-            continue
-        model.save_pretrained(tmp / name, safe_serialization=True)
-        if tokenizer is not None and name == "policy":
-            tokenizer.save_pretrained(tmp / name)
+    with quiet_hf():
+        for name, model in models.items():
+            if model is None:
+                continue
+            model.save_pretrained(tmp / name, safe_serialization=True)
+            if tokenizer is not None and name == "policy":
+                tokenizer.save_pretrained(tmp / name)
     torch.save({**state, "rng": rng_state()}, tmp / "state.pt")
     _fsync_dir(tmp)
     if final.exists():

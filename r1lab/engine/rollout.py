@@ -30,8 +30,8 @@ from typing import Protocol
 
 import torch
 
-from r1lab.fastdecode import FastDecoder, supported
-from r1lab.kvcache import HFDecoder
+from r1lab.engine.fastdecode import FastDecoder, supported
+from r1lab.engine.kvcache import HFDecoder
 
 REASONS = ("length", "eos", "stop")  # Sample.finish_reason by code
 

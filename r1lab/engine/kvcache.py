@@ -9,7 +9,7 @@ into column t, and hands the attention the view ``buffer[:, :, :t+1]``. Everythi
 ``DynamicLayer`` for any full-attention HF decoder.
 
     cache = preallocated_cache(model.config, capacity=prompt_len + max_new_tokens)
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True)   # prefill
+    out = model(input_ids=ids, use_cache=True, **cache_kwargs(model, cache))   # prefill
     cache.batch_repeat_interleave(n)   # share each prompt's KV among its n samples
     cache.batch_select_indices(keep)   # drop finished rows (copies only the filled columns)
 
@@ -17,6 +17,8 @@ Layers of other types (sliding-window, linear attention) keep the model's defaul
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -104,6 +106,26 @@ class PreallocatedLayer(DynamicLayer):
         super().reset()
 
 
+def cache_kwargs(model, cache) -> dict:
+    """The keyword that hands ``cache`` to ``model.forward``: ``cache`` in transformers 5 (where
+    ``past_key_values`` is a deprecated alias that warns), ``past_key_values`` in 4.x."""
+    kind = type(model)
+    name = _CACHE_ARG.get(kind)
+    if name is None:
+        params = inspect.signature(model.forward).parameters
+        name = _CACHE_ARG[kind] = "cache" if "cache" in params else "past_key_values"
+    return {name: cache}
+
+
+def returned_cache(out):
+    """The cache a forward pass returned (``out.cache`` in transformers 5, ``out.past_key_values`` in 4.x)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+_CACHE_ARG: dict[type, str] = {}
+
+
 def preallocated_cache(config, capacity: int) -> DynamicCache:
     """A ``DynamicCache`` whose plain full-attention layers are ``PreallocatedLayer``s."""
     cache = DynamicCache(config=config)
@@ -129,9 +151,9 @@ class HFDecoder:
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, n: int, capacity: int) -> torch.Tensor:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         self.cache = preallocated_cache(self.model.config, capacity=capacity)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache,
-                         use_cache=True, logits_to_keep=1)
-        self.cache = out.past_key_values
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **cache_kwargs(self.model, self.cache))
+        self.cache = returned_cache(out)
         self.cache.batch_repeat_interleave(n)
         p, w = ids.shape
         # the attention mask of every step at once: prompt mask, then ones; step t uses [:, :w+t+1]
@@ -141,8 +163,8 @@ class HFDecoder:
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=tokens[:, None], attention_mask=self.mask[:, : self.length + 1],
-                         position_ids=positions[:, None], past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+                         position_ids=positions[:, None], use_cache=True, **cache_kwargs(self.model, self.cache))
+        self.cache = returned_cache(out)
         self.length += 1
         return out.logits[:, -1, :].float()
 

@@ -1,0 +1,2 @@
+"""Rollout engines: the ``Engine`` interface and the batched sampler (``rollout``), the lean decode
+step for Llama-family models (``fastdecode``) and the KV cache for any other HF model (``kvcache``)."""

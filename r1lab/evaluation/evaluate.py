@@ -1,0 +1,74 @@
+"""Sample k completions per problem, grade them with the task's ``grade()``, summarise as R1 does.
+
+    metrics, records = evaluate(model, tokenizer, task, examples, k=8, params=SamplingParams(192, 0.6, 0.95))
+
+pass@1 is the mean correctness over all k samples (then over problems), cons@k the correctness
+of the majority answer, pass@k the unbiased estimator (``metrics.py``). Sampling goes through
+``engine.rollout.HFEngine``, the engine GRPO trains with; grading through the same ``grade()``
+the reward calls. Used by ``r1lab eval`` and by every training command's held-out evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tqdm import tqdm
+
+from r1lab.engine.rollout import HFEngine, SamplingParams
+from r1lab.evaluation.metrics import summarize
+from r1lab.evaluation.reflection import reflection_rate
+
+
+def evaluate(
+    model,
+    tokenizer,
+    task,
+    examples: list[dict],
+    k: int,
+    params: SamplingParams,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> tuple[dict[str, float], list[dict]]:
+    """Sample k completions per example, grade them, and summarise.
+
+    Returns (metrics, records); records hold each problem's prompt, completions and grades.
+    """
+    engine = HFEngine(model, tokenizer, max_batch=batch_size)
+    per_chunk = max(1, batch_size // k)
+    records, grades, lengths = [], [], []
+    t0 = time.time()
+    n_tokens = 0
+    bar = tqdm(total=len(examples), desc="eval", unit="problem", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(examples), per_chunk):
+        chunk = examples[start : start + per_chunk]
+        prompts = [task.prompt(ex, tokenizer) for ex in chunk]
+        out = engine.generate(prompts, params, n=k)
+        flat = task.grade_many([ex for ex in chunk for _ in range(k)], [s.text for s in out.samples])
+        for i, ex in enumerate(chunk):
+            samples = out.samples[i * k : (i + 1) * k]
+            g = flat[i * k : (i + 1) * k]
+            grades.append(g)
+            lengths.append([len(s.completion_ids) for s in samples])
+            n_tokens += sum(lengths[-1])
+            records.append(
+                {
+                    "id": ex.get("id"),
+                    "prompt": prompts[i],
+                    "answer": ex.get("answer"),
+                    "responses": [s.text for s in samples],
+                    "correct": [x.correct for x in g],
+                    "extracted": [x.extracted for x in g],
+                    "finish": [s.finish_reason for s in samples],
+                }
+            )
+        bar.update(len(chunk))
+        done = [c for r in records for c in r["correct"]]
+        bar.set_postfix(pass1=f"{sum(done) / max(1, len(done)):.3f}")
+    bar.close()
+    metrics = summarize(grades, lengths)
+    texts = [t for r in records for t in r["responses"]]
+    metrics["reflection_rate"] = reflection_rate(texts)
+    metrics["truncated_share"] = sum(f == "length" for r in records for f in r["finish"]) / max(1, len(texts))
+    metrics["tokens_per_s"] = n_tokens / max(1e-9, time.time() - t0)
+    metrics["seconds"] = time.time() - t0
+    return metrics, records

@@ -1,0 +1,118 @@
+"""The rollout half of an RL step: draw B prompts, sample G completions each, score them.
+
+    groups, stats, shown = collect(step, engine, prompts, reward, settings)
+
+``groups`` is a list of at most B ``Group``s (one prompt, its G samples, rewards, reward
+components). With DAPO dynamic sampling, groups whose rewards have no spread are dropped and
+fresh prompts are drawn (up to ``max_refills`` more rollouts); the statistics are of the first
+rollout only, so accuracy curves are not biased by the refills. Prompt order and sampling seeds
+are functions of (seed, step, attempt): a resumed run draws what the uninterrupted one drew.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from r1lab.engine.rollout import Engine, Sample, SamplingParams
+from r1lab.evaluation.reflection import reflection_rate
+from r1lab.rewards.safe import overlong_penalty
+from r1lab.rl.settings import RLSettings
+
+# (examples, completions) -> (rewards, components per sample, {"reward_errors", "reward_timeouts"})
+RewardFn = Callable[[list[dict], list[str]], tuple[list[float], list[dict], dict]]
+
+
+@dataclass
+class Prompts:
+    """The training prompts of an RL run: examples and how to render one as the model's prompt."""
+
+    examples: list[dict]
+    render: Callable[[dict], str]
+    stop: tuple[str, ...] = ("</answer>",)
+
+
+@dataclass
+class Group:
+    """One prompt's G samples, in the engine's prompt-major order."""
+
+    example: dict
+    samples: list[Sample]
+    rewards: list[float]
+    components: list[dict[str, float]]
+
+
+def prompt_indices(step: int, attempt: int, n_examples: int, b: int, seed: int) -> list[int]:
+    """Deterministic in (seed, step): epochs over a seeded permutation; refills draw afresh."""
+    if attempt > 0:
+        return random.Random(f"{seed}-{step}-refill-{attempt}").sample(range(n_examples), min(b, n_examples))
+    per_epoch = max(1, n_examples // b)
+    epoch, k = divmod(step, per_epoch)
+    perm = random.Random(f"{seed}-epoch-{epoch}").sample(range(n_examples), n_examples)
+    return [perm[(k * b + j) % n_examples] for j in range(b)]
+
+
+def collect(
+    step: int, engine: Engine, prompts: Prompts, reward: RewardFn, s: RLSettings
+) -> tuple[list[Group], dict[str, float], list[dict[str, Any]]]:
+    """Rollout + rewards for one step. Returns (groups, statistics, shown samples): the shown
+    samples are the first completion of the first three prompts, for a run's samples log."""
+    G = s.group_size
+    groups: list[Group] = []
+    first = None
+    shown: list[dict[str, Any]] = []
+    stats = {"reward_errors": 0, "reward_timeouts": 0, "kept_groups": 0}
+    tries = 1 + (s.max_refills if s.dynamic_sampling else 0)
+    for attempt in range(tries):
+        exs = [prompts.examples[i] for i in prompt_indices(step, attempt, len(prompts.examples), s.prompts_per_step, s.seed)]
+        params = SamplingParams(s.max_new_tokens, s.temperature, s.top_p, s.top_k, prompts.stop,
+                                seed=s.seed * 1_000_003 + step * 101 + attempt)
+        texts = [prompts.render(e) for e in exs]
+        out = engine.generate(texts, params, n=G)
+        flat_ex = [e for e in exs for _ in range(G)]
+        rewards, comps, errs = reward(flat_ex, [x.text for x in out.samples])
+        for key in ("reward_errors", "reward_timeouts"):
+            stats[key] += errs[key]
+        for i, x in enumerate(out.samples):
+            pen = overlong_penalty(len(x.completion_ids), s.max_new_tokens, s.overlong_buffer)
+            if pen:
+                rewards[i] += pen
+                comps[i]["overlong"] = pen
+        if first is None:
+            first = (out.samples, rewards, comps)
+            shown = [{"prompt": texts[g], "completion": out.samples[g * G].text, "reward": rewards[g * G],
+                      "correct": bool(comps[g * G].get("accuracy", 0.0))} for g in range(min(3, len(exs)))]
+        for g in range(len(exs)):
+            sl = slice(g * G, (g + 1) * G)
+            r = rewards[sl]
+            if not s.dynamic_sampling or max(r) - min(r) > 1e-9:
+                groups.append(Group(exs[g], out.samples[sl], r, comps[sl]))
+        if len(groups) >= s.prompts_per_step:
+            break
+    groups = groups[: s.prompts_per_step]
+    stats.update(rollout_stats(*first, G, s.reflection_words), kept_groups=len(groups))
+    return groups, stats, shown
+
+
+def rollout_stats(samples: list[Sample], rewards: list[float], comps: list[dict], G: int,
+                  reflection_words: list[str]) -> dict[str, float]:
+    """Means over one rollout of N = B·G samples: reward, accuracy, lengths, truncation,
+    reflection, entropy per token, share of groups with no reward spread, reward components."""
+    lengths = [len(x.completion_ids) for x in samples]
+    spread = [max(rewards[i : i + G]) - min(rewards[i : i + G]) > 1e-9 for i in range(0, len(rewards), G)]
+    stats = dict(
+        reward=sum(rewards) / len(rewards),
+        accuracy=sum(c.get("accuracy", 0.0) for c in comps) / len(comps),
+        response_length=sum(lengths) / len(lengths),
+        response_length_max=max(lengths),
+        truncated_share=sum(x.finish_reason == "length" for x in samples) / len(samples),
+        reflection_rate=reflection_rate([x.text for x in samples], reflection_words),
+        entropy=sum(sum(x.entropies or ()) for x in samples) / max(sum(lengths), 1),
+        zero_spread_share=1.0 - sum(spread) / len(spread),
+        completion_tokens=sum(lengths),
+    )
+    for key in sorted({k for c in comps for k in c}):
+        stats[f"reward/{key}"] = sum(c.get(key, 0.0) for c in comps) / len(comps)
+    return stats

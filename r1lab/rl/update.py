@@ -1,0 +1,200 @@
+"""The learning half of an RL step: rollouts -> a ``RolloutBatch`` -> optimizer steps.
+
+    batch = prepare(groups, learner, settings)        # pack, π_old, π_ref, V_old, advantages
+    agg = update(batch, learner, settings, lr, step)  # μ epochs × minibatches of the surrogate
+
+Shapes: N = B·G sequences of the step, T completion columns (``train/batch.py``'s packed layout).
+
+- Advantages: GRPO's group-normalised A_i (R1 eq. 3; ``scale`` picks Dr. GRPO / batch scaling),
+  one per sequence (N,), or, when the learner has a critic (PPO), GAE over tokens (N, T) from
+  the sequence reward placed on the last completion token, whitened over the batch.
+- π_old is the sampling log-probs the engine recorded (exact for μ = 1, no extra forward), or a
+  fresh no-grad pass with ``recompute_old_logp``; π_ref a no-grad pass of the frozen reference
+  when β > 0. Both run per micro-batch.
+- Each minibatch is one optimizer step over whole groups: every micro-batch's loss is scaled so
+  that they add up to the minibatch's loss under the chosen normalisation (``micro_weight``),
+  then gradients are clipped to ``grad_clip``. A non-finite loss or gradient skips the step
+  (counted); ``max_bad_steps`` in a row raise ``NonFiniteError``.
+- Rows whose advantage is 0 (zero-spread groups) have exactly zero policy gradient when β = 0
+  and there is no critic: they still count in the loss's normaliser but run no forward/backward.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from r1lab.rl.collect import Group
+from r1lab.rl.grpo import gae, group_advantages, masked_whiten, policy_loss, value_loss
+from r1lab.rl.learner import Learner
+from r1lab.rl.settings import RLSettings
+from r1lab.train import fasttrain
+from r1lab.train.batch import Packed, micro_batches, pack, row_logprobs, trim
+
+log = logging.getLogger("r1lab.rl")
+
+
+class NonFiniteError(FloatingPointError):
+    """Too many non-finite losses or gradients in a row: the run should stop (nothing is lost)."""
+
+
+@dataclass
+class RolloutBatch:
+    """One step's rollouts as tensors: everything the minibatch updates read (N rows, T columns)."""
+
+    pk: Packed
+    mask: torch.Tensor  # (N, T) loss mask: completion tokens, minus truncated rows if masked
+    old_logp: torch.Tensor  # (N, T) π_old of each sampled token
+    ref_logp: torch.Tensor | None  # (N, T) π_ref when β > 0
+    adv: torch.Tensor  # (N,) per sequence (GRPO) or (N, T) per token (PPO)
+    returns: torch.Tensor | None = None  # (N, T) PPO value targets
+    old_values: torch.Tensor | None = None  # (N, T) PPO V_old
+    train: torch.Tensor | None = None  # (N,) bool: rows that need a forward/backward (None = all)
+    n_groups: int = 0
+
+
+def shared_prompts(model, pk: Packed, settings: RLSettings, pad_id: int, rows: torch.Tensor | None = None):
+    """The prompt pass of ``rows`` (all rows if None) for the shared-prefix forward, or None when
+    it is off or the model is not one ``fasttrain`` covers (then the plain forward runs)."""
+    if not settings.shared_prompt or pk.prompts is None or not fasttrain.supported(model):
+        return None
+    use = None if rows is None else pk.prompt_index[rows].unique().tolist()
+    return fasttrain.SharedPrompts(model, pk.prompts, pad_id, use)
+
+
+@torch.no_grad()
+def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatch:
+    """Pack the groups' samples and compute π_old, π_ref, V_old and the advantages."""
+    samples = [x for g in groups for x in g.samples]
+    rewards = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
+    device = learner.device
+    pk = pack(samples, learner.pad_id, device)
+    mask = pk.mask.clone()
+    if s.mask_truncated:
+        mask[torch.tensor([x.finish_reason == "length" for x in samples], device=device)] = 0.0
+    old_logp = pk.sample_logp.clone() if s.recompute_old_logp else pk.sample_logp
+    ref_logp = torch.zeros_like(mask) if s.beta > 0 else None
+    critic = learner.critic
+    old_values = torch.zeros_like(mask) if critic is not None else None
+    sp_old = shared_prompts(learner.policy, pk, s, learner.pad_id) if s.recompute_old_logp else None
+    sp_ref = shared_prompts(learner.ref, pk, s, learner.pad_id) if ref_logp is not None else None
+    for rows in micro_batches(len(samples), s.micro_batch, pk.lengths, s.micro_batch_tokens, pk.start):
+        if s.recompute_old_logp:
+            lp, _, t = row_logprobs(learner.policy, pk, rows, s.temperature, shared=sp_old)
+            old_logp[rows, :t] = lp
+        if ref_logp is not None:
+            lp, _, t = row_logprobs(learner.ref, pk, rows, s.temperature, shared=sp_ref)
+            ref_logp[rows, :t] = lp
+        if old_values is not None:
+            ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
+            old_values[rows, :t] = critic.model.completion_values(ids, pk.start)
+    returns = None
+    if critic is None:
+        adv = group_advantages(rewards, s.group_size, s.scale).to(device)
+    else:  # PPO: the sequence reward on the last completion token, GAE over tokens
+        last = (pk.mask.cumsum(1) == pk.lengths[:, None]) & (pk.mask > 0)
+        token_r = torch.where(last, rewards.to(device)[:, None], torch.zeros_like(mask))
+        adv, returns = gae(token_r, old_values, pk.mask, gamma=s.gamma, lam=s.gae_lambda)
+        adv = masked_whiten(adv, pk.mask)
+    train = torch.ones(len(samples), dtype=torch.bool, device=device)
+    if s.skip_zero_advantage and s.beta == 0 and critic is None and adv.dim() == 1:
+        train = adv != 0
+    return RolloutBatch(pk, mask, old_logp, ref_logp, adv, returns, old_values, train, len(groups))
+
+
+def update(batch: RolloutBatch, learner: Learner, s: RLSettings, lr: float, step: int) -> dict[str, float]:
+    """μ epochs over the batch, each split into ``minibatches`` optimizer steps over whole groups
+    (a seeded shuffle of the groups per epoch). Returns token-weighted means of the loss
+    statistics (``kl``, ``clip_low``, ``clip_high``, ``ratio_mean``, ``loss``, ``value_loss``),
+    the mean ``grad_norm`` and ``nonfinite_skips``."""
+    G = s.group_size
+    agg: dict[str, float] = {}
+    for epoch in range(s.mu):
+        order = torch.randperm(batch.n_groups, generator=torch.Generator().manual_seed(s.seed + step * 7 + epoch))
+        group_rows = [torch.arange(g * G, (g + 1) * G) for g in order.tolist()]
+        per_mb = len(group_rows) // s.minibatches or 1
+        for mb_i in range(0, len(group_rows), per_mb):
+            mb = torch.cat(group_rows[mb_i : mb_i + per_mb])
+            if not update_minibatch(batch, mb, learner, s, lr, agg, step):
+                break
+    out = {k: v / max(agg.get("_w/" + k, 1.0), 1e-9) for k, v in agg.items() if not k.startswith("_w/")}
+    if batch.train is not None and not bool(batch.train.any()):  # no row ran: A = 0 and β = 0, so exactly 0
+        for key in ("kl", "clip_low", "clip_high", "loss"):
+            out.setdefault(key, 0.0)
+    return out
+
+
+def micro_weight(norm: str, m: torch.Tensor, n_mb: int, tok_mb: float) -> float:
+    """Scale of a micro-batch's loss so that micro-batches add up to the minibatch's loss."""
+    return float(m.sum()) / max(tok_mb, 1.0) if norm == "token" else m.shape[0] / n_mb
+
+
+def _add(agg: dict[str, float], key: str, value: float, weight: float) -> None:
+    agg[key] = agg.get(key, 0.0) + value * weight
+    agg["_w/" + key] = agg.get("_w/" + key, 0.0) + weight
+
+
+def update_minibatch(batch: RolloutBatch, mb: torch.Tensor, learner: Learner, s: RLSettings, lr: float,
+                     agg: dict[str, float], step: int = 0) -> bool:
+    """One optimizer step on minibatch rows ``mb``; False if the loss was not finite (skipped).
+
+    Accumulates weighted statistics into ``agg`` (``key`` and its weight ``_w/key``)."""
+    opt, critic, pk = learner.optimizer, learner.critic, batch.pk
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    if critic is not None:
+        critic.optimizer.zero_grad(set_to_none=True)
+    tok_mb = float(batch.mask[mb].sum())
+    run_rows = mb if batch.train is None else mb[batch.train[mb]]
+    shared = shared_prompts(learner.policy, pk, s, learner.pad_id, run_rows) if len(run_rows) else None
+    finite = True
+    for rows in micro_batches(len(run_rows), s.micro_batch, pk.lengths[run_rows], s.micro_batch_tokens, pk.start):
+        rows = run_rows[rows]
+        logp, _, t = row_logprobs(learner.policy, pk, rows, s.temperature, shared=shared)
+        m = batch.mask[rows, :t]
+        adv = batch.adv[rows] if batch.adv.dim() == 1 else batch.adv[rows, :t]
+        ref = None if batch.ref_logp is None else batch.ref_logp[rows, :t]
+        loss, st = policy_loss(logp, batch.old_logp[rows, :t], adv, m, ref_logp=ref, beta=s.beta, eps_low=s.eps_low,
+                               eps_high=s.eps_high, norm=s.norm, max_len=s.max_new_tokens, level=s.level)
+        w = micro_weight(s.norm, m, len(mb), tok_mb)
+        if critic is not None:
+            ids = trim(pk.input_ids, rows, pk.start, pk.mask)[0]
+            v = critic.model.completion_values(ids, pk.start)
+            vloss, vst = value_loss(v, batch.old_values[rows, :t], batch.returns[rows, :t], pk.mask[rows, :t])
+            loss = loss + vloss * (float(m.sum()) / max(tok_mb, 1.0))
+            st["value_loss"] = vst.get("value_loss", float(vloss.detach()))
+        if not torch.isfinite(loss):
+            finite = False
+            break
+        (loss * w).backward()
+        for key in ("kl", "clip_low", "clip_high", "ratio_mean", "value_loss", "loss"):
+            if key in st:
+                _add(agg, key, st[key], float(m.sum()))
+    params = [p for g in opt.param_groups for p in g["params"]]
+    if finite and shared is not None:
+        shared.backward()  # the prompts' part of the gradient, summed over the micro-batches
+    if finite and not len(run_rows):  # nothing to run: the gradient is exactly zero (AdamW still steps)
+        for p in params:
+            p.grad = torch.zeros_like(p)
+    gnorm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip) if finite else torch.tensor(float("nan"))
+    if critic is not None and finite:
+        torch.nn.utils.clip_grad_norm_(critic.model.parameters(), s.grad_clip)
+    if not finite or not torch.isfinite(gnorm):
+        opt.zero_grad(set_to_none=True)
+        learner.bad_steps += 1
+        agg["nonfinite_skips"] = agg.get("nonfinite_skips", 0.0) + 1
+        agg["_w/nonfinite_skips"] = 1.0
+        log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, learner.bad_steps)
+        if learner.bad_steps >= s.max_bad_steps:
+            raise NonFiniteError(f"{learner.bad_steps} non-finite updates in a row at step {step}; stopping "
+                                 "(lower --lr or raise --max-bad-steps)")
+        return False
+    learner.bad_steps = 0
+    opt.step()
+    if critic is not None:
+        critic.optimizer.step()
+    _add(agg, "grad_norm", float(gnorm), 1.0)
+    return True

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ class RunLog:
             import wandb
 
             id_file = self.dir / "wandb_id"
-            run_id = id_file.read_text().strip() if id_file.is_file() and start_step else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.is_file() and start_step else secrets.token_hex(4)
             id_file.write_text(run_id)
             self.wandb = wandb.init(project=project, name=name, id=run_id, resume="allow", dir=str(self.dir),
                                     config=config or {}, mode=_wandb_mode(wandb))

@@ -11,7 +11,7 @@ RSS (getrusage ru_maxrss of that process and its children) is its own; ``--repea
 processes per side, alternating r1lab / TRL; reported: the median over processes of each
 process's median step time, after ``--warmup`` untimed steps.
 
-Step time: r1lab: ``time/step`` of metrics.jsonl (``train_step``: rollout + rewards + pack +
+Step time: r1lab: ``time/step`` of metrics.jsonl (``rl.step.rl_step``: rollout + rewards + pack +
 update; the start/end evaluation, logging and checkpoints are outside it). TRL: a
 ``TrainerCallback`` from ``on_step_begin`` to ``on_step_end`` (generation + scoring inside
 ``training_step``, backward, clipping, optimizer step; logging and saving are outside it).

@@ -20,6 +20,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _modules() -> set[str]:
+    return {module_name(p) for p in PKG.rglob("*.py")}
+
+
 def imports_of(path: Path) -> set[str]:
     """Every r1lab module ``path`` imports, at module level or inside functions."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -35,10 +39,13 @@ def imports_of(path: Path) -> set[str]:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
             if not base.startswith("r1lab"):
                 continue
-            for alias in node.names:  # `from r1lab.train import checkpoint` imports a module
-                out.add(f"{base}.{alias.name}")
-            out.add(base)
+            for alias in node.names:  # `from r1lab.train import checkpoint` imports the module checkpoint,
+                sub = f"{base}.{alias.name}"  # `from r1lab.rl.grpo import gae` the module grpo
+                out.add(sub if sub in MODULES else base)
     return out
+
+
+MODULES = _modules()
 
 
 def graph() -> dict[str, set[str]]:

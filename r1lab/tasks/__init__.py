@@ -6,6 +6,7 @@
 | arithmetic | seeded generator, worked solutions     | integer equality                  |
 | gsm8k      | local JSONL/JSON/parquet or hub id     | numeric equality                  |
 | math       | local JSONL/JSON/parquet or hub id     | math-verify symbolic equivalence  |
+| knights_knaves | generator (unique solution) or files | roles parsed from the answer      |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ TASKS = {
     "arithmetic": "r1lab.tasks.arithmetic:Arithmetic",
     "gsm8k": "r1lab.tasks.gsm8k:GSM8K",
     "math": "r1lab.tasks.math:Math",
+    "knights_knaves": "r1lab.tasks.knights_knaves:KnightsKnaves",
 }
 
 

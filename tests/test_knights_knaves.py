@@ -1,0 +1,129 @@
+"""Knights and Knaves: truth tables by hand, unique solutions, the answer parser, file rows, splits."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from r1lab.config import ConfigError
+from r1lab.data import DataError
+from r1lab.tasks import get_task
+from r1lab.tasks.knights_knaves import (
+    answer_text,
+    consistent,
+    parse_roles,
+    random_puzzle,
+    render,
+    solutions,
+    split_of,
+    truth,
+    worked_solution,
+)
+
+A, B, C = 0, 1, 2
+NAMES = ["Zoey", "Oliver", "Ava"]
+
+
+def test_truth_by_hand():
+    knight_knave = (True, False)
+    assert truth(("is", A, True), knight_knave) and not truth(("is", B, True), knight_knave)
+    assert truth(("not", ("is", B, True)), knight_knave)
+    s_and, s_or = ("and", ("is", A, True), ("is", B, True)), ("or", ("is", A, True), ("is", B, True))
+    assert not truth(s_and, knight_knave) and truth(s_or, knight_knave)
+    assert not truth(("iff", ("is", A, True), ("is", B, True)), knight_knave)
+    assert not truth(("implies", ("is", A, True), ("is", B, True)), knight_knave)  # T -> F
+    assert truth(("implies", ("is", B, True), ("is", A, False)), knight_knave)  # F -> anything
+
+
+def test_classic_puzzle_has_one_solution():
+    # Zoey: "Oliver is a knave."  Oliver: "Zoey and I are both knights."  -> Zoey knight, Oliver knave
+    statements = [("is", B, False), ("and", ("is", A, True), ("is", B, True))]
+    assert solutions(statements) == [(True, False)]
+    assert consistent(statements, (True, False)) and not consistent(statements, (False, True))
+    # "I am a knave" has no consistent assignment; "I am a knight" has two
+    assert solutions([("is", A, False)]) == []
+    assert solutions([("is", A, True)]) == [(True,), (False,)]
+
+
+def test_render_is_unambiguous():
+    s = ("or", ("and", ("is", A, True), ("is", B, False)), ("not", ("is", C, True)))
+    assert render(s, NAMES, "en") == "(Zoey is a knight and Oliver is a knave) or Ava is not a knight"
+    assert render(s, NAMES, "zh") == "(Zoey是骑士并且Oliver是无赖)或者Ava不是骑士"
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("(1) Zoey is a knight\n(2) Oliver is a knave\n(3) Ava is a knight", [True, False, True]),
+    ("Zoey is a knight, Oliver is a knave and Ava is a knight.", [True, False, True]),
+    ("zoey is a Knight. oliver IS A KNAVE. ava is not a knave", [True, False, True]),
+    ("Zoey是骑士，Oliver是无赖，Ava是骑士", [True, False, True]),
+])
+def test_parse_roles_forms(text, want):
+    roles = parse_roles(text, NAMES)
+    assert [roles[x] for x in NAMES] == want
+
+
+def test_parse_roles_conflicts_and_whole_names():
+    assert parse_roles("Zoey is a knight. Zoey is a knave.", NAMES) is None
+    assert parse_roles("William is a knave", ["Liam"]) == {}  # Liam is not inside William
+    assert parse_roles("Oliver is a knight", NAMES) == {"Oliver": True}
+
+
+def test_grading_a_generated_puzzle():
+    task = get_task("knights_knaves")
+    ex = task.examples("test")[0]
+    good = "ok</think><answer>" + ex["answer"] + "</answer>"
+    g = task.grade(ex, good)
+    assert g.correct and g.format_ok and g.extracted == ",".join("knight" if k else "knave" for k in ex["solution"])
+    flipped = answer_text(ex["names"], [not k for k in ex["solution"]])
+    assert not task.grade(ex, "</think><answer>" + flipped + "</answer>").correct
+    partial = "\n".join(ex["answer"].splitlines()[:-1])  # one person left out
+    assert not task.grade(ex, "</think><answer>" + partial + "</answer>").correct
+    assert not task.grade(ex, ex["answer"]).correct  # no answer tags: nothing extracted
+    assert task.reward(ex, good)[0] == pytest.approx(1.1)
+
+
+def test_generator_is_unique_deterministic_and_split_by_hash():
+    task = get_task("knights_knaves", min_people=2, max_people=5, max_depth=3, train_size=300, test_size=50)
+    train, test = task.examples("train"), task.examples("test")
+    assert train == task.examples("train")  # same seed, same puzzles
+    for ex in train[:50] + test:
+        st = [_tuple(s) for s in ex["statements"]]
+        assert solutions(st) == [tuple(ex["solution"])]
+        assert 2 <= ex["people"] <= 5
+    assert {json.dumps(e["statements"]) for e in train}.isdisjoint(json.dumps(e["statements"]) for e in test)
+    assert all(split_of([_tuple(s) for s in e["statements"]]) == "test" for e in test)
+
+
+def test_worked_solution_ends_on_the_answer():
+    rng = random.Random(3)
+    statements, sol = random_puzzle(rng, 3, 2)
+    trace = worked_solution(statements, NAMES, "en", random.Random(0))
+    right = ", ".join(f"{x} {'knight' if k else 'knave'}" for x, k in zip(NAMES, sol))
+    assert trace.endswith(f"try {right}: Zoey ok Oliver ok Ava ok works")
+
+
+def test_rows_from_a_file(tmp_path):
+    rows = [{"quiz": "Zoey says Oliver is a knave. Oliver says Zoey and he are knights.", "names": ["Zoey", "Oliver"],
+             "solution": [True, False]}]
+    path = tmp_path / "kk.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = get_task("knights_knaves", data=str(path))
+    ex = task.examples("test")[0]
+    assert task.prompt(ex).startswith("Zoey says")
+    assert task.grade(ex, "</think><answer>(1) Zoey is a knight\n(2) Oliver is a knave</answer>").correct
+    path.write_text(json.dumps({"quiz": "q", "names": ["Zoey"], "solution": ["yes"]}) + "\n")
+    with pytest.raises(DataError, match=r"kk.jsonl:1: field .solution."):
+        get_task("knights_knaves", data=str(path)).examples("test")
+
+
+def test_impossible_options():
+    with pytest.raises(ConfigError, match="max_people"):
+        get_task("knights_knaves", min_people=4, max_people=3)
+    with pytest.raises(ConfigError, match="max_depth"):
+        get_task("knights_knaves", max_depth=1)
+
+
+def _tuple(s):
+    return tuple(_tuple(x) if isinstance(x, list) else x for x in s)

@@ -23,7 +23,7 @@ from r1lab.config import ConfigError, to_dict
 from r1lab.engine.rollout import SamplingParams
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import load_model, load_tokenizer, pick_device
-from r1lab.tasks import get_task, task_kwargs
+from r1lab.tasks import TASKS, check_spec, get_task, task_kwargs
 
 HELP = "sample k responses per problem and report pass@1, cons@k, pass@k"
 
@@ -31,7 +31,8 @@ HELP = "sample k responses per problem and report pass@1, cons@k, pass@k"
 @dataclass
 class Config:
     model: str = field(default="", metadata={"help": "model directory or hub id ('' = shipped base)"})
-    task: str = field(default="countdown", metadata={"help": "countdown | arithmetic | gsm8k | math"})
+    task: str = field(default="countdown", metadata={
+        "help": " | ".join(TASKS) + ", or a mixture such as countdown:0.5,knights_knaves:0.5"})
     data: str = field(default="", metadata={"help": "data file or hub dataset id (gsm8k, math)"})
     split: str = field(default="test", metadata={"help": "which split to evaluate"})
     template: str = field(default="", metadata={"help": "prompt template ('' = the task's default)"})
@@ -48,6 +49,7 @@ class Config:
     output_dir: str = field(default="runs/eval", metadata={"help": "where eval.json / eval.md go"})
 
     def validate(self) -> None:
+        check_spec(self.task)
         if self.k < 1:
             raise ConfigError("k must be >= 1")
         if not 0 < self.top_p <= 1:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from r1lab.config import ConfigError
 from r1lab.data import DataError, read_rows
 from r1lab.evaluation.metrics import summarize
-from r1lab.tasks import TASKS, get_task
+from r1lab.tasks import TASKS, check_spec, get_task
 
 HELP = "grade a RESPONSES.jsonl file with a task's grader and print pass@1, cons@k, pass@k"
 POSITIONAL = ("responses",)
@@ -59,8 +59,7 @@ class Config:
     def validate(self) -> None:
         if not self.responses:
             raise ConfigError("give the RESPONSES.jsonl file to score")
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; built-in tasks: {', '.join(TASKS)}")
+        check_spec(self.task)
         if not self.timeout > 0:
             raise ConfigError("timeout must be > 0 seconds")
         if self.batch_size < 1:

@@ -52,7 +52,7 @@ from r1lab.rl.settings import RLSettings
 from r1lab.rl.step import rl_step
 from r1lab.rl.update import NonFiniteError
 from r1lab.rl.value import ValueModel
-from r1lab.tasks import TASKS, get_task, task_kwargs
+from r1lab.tasks import TASKS, check_spec, get_task, task_kwargs
 from r1lab.train import checkpoint
 from r1lab.train.schedule import lr_at
 from r1lab.train.tracking import RunLog, parse_report_to
@@ -66,7 +66,8 @@ class Config(RLSettings):
     """``r1lab zero``: the RL step's settings (``RLSettings``) plus what to train and where."""
 
     model: str = field(default="", metadata={"help": "base model: directory or hub id ('' = shipped base)"})
-    task: str = field(default="countdown", metadata={"help": " | ".join(TASKS)})
+    task: str = field(default="countdown", metadata={
+        "help": " | ".join(TASKS) + ", or a mixture such as countdown:0.5,knights_knaves:0.5"})
     data: str = field(default="", metadata={"help": "data file or hub id for gsm8k / math"})
     template: str = field(default="", metadata={"help": "prompt template ('' = task default)"})
     language: str = field(default="", metadata={"help": "target language of the reasoning"})
@@ -100,8 +101,7 @@ class Config(RLSettings):
             raise ConfigError("steps, save_every, eval_k and eval_problems must be >= 1")
         if self.eval_every < 0 or self.sample_every < 0 or self.reward_timeout <= 0:
             raise ConfigError("eval_every and sample_every must be >= 0, reward_timeout > 0")
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; built-in tasks: {', '.join(TASKS)}")
+        check_spec(self.task)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto | cpu | cuda[:N], not {self.device!r}")
         parse_report_to(self.report_to)

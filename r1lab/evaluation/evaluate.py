@@ -53,6 +53,7 @@ def evaluate(
             records.append(
                 {
                     "id": ex.get("id"),
+                    **({"task": ex["task"]} if "task" in ex else {}),
                     "prompt": prompts[i],
                     "answer": ex.get("answer"),
                     "responses": [s.text for s in samples],
@@ -66,9 +67,23 @@ def evaluate(
         bar.set_postfix(pass1=f"{sum(done) / max(1, len(done)):.3f}")
     bar.close()
     metrics = summarize(grades, lengths)
+    metrics.update(per_task(examples, grades, lengths))
     texts = [t for r in records for t in r["responses"]]
     metrics["reflection_rate"] = reflection_rate(texts)
     metrics["truncated_share"] = sum(f == "length" for r in records for f in r["finish"]) / max(1, len(texts))
     metrics["tokens_per_s"] = n_tokens / max(1e-9, time.time() - t0)
     metrics["seconds"] = time.time() - t0
     return metrics, records
+
+
+def per_task(examples: list[dict], grades: list[list], lengths: list[list[int]]) -> dict[str, float]:
+    """For a task mixture (examples carry ``task``): ``NAME/pass@1``, ``NAME/cons@k``,
+    ``NAME/format_rate``, ``NAME/mean_length`` and ``NAME/n_problems`` of each member."""
+    out: dict[str, float] = {}
+    for name in sorted({ex["task"] for ex in examples if "task" in ex}):
+        idx = [i for i, ex in enumerate(examples) if ex.get("task") == name]
+        sub = summarize([grades[i] for i in idx], [lengths[i] for i in idx])
+        for key in ("pass@1", "cons@k", "format_rate", "mean_length", "n_problems"):
+            if key in sub:
+                out[f"{name}/{key}"] = sub[key]
+    return out

@@ -51,8 +51,9 @@ def _style(ax: Any, title: str, ylabel: str, has_data: bool, empty: str = "no da
 
 
 def extra_eval_keys(evals: list[Row]) -> list[str]:
-    keys = {k for r in evals for k in r if re.fullmatch(r"(pass|cons)@\w+", k) and k != "pass@1"}
-    return sorted(keys, key=lambda k: (not k.startswith("cons"), k))
+    """cons@k and pass@k beside pass@1, then each member's pass@1 of a task mixture (``NAME/pass@1``)."""
+    keys = {k for r in evals for k in r if re.fullmatch(r"(pass|cons)@\w+|[\w:.-]+/pass@1", k) and k != "pass@1"}
+    return sorted(keys, key=lambda k: ("/" in k, not k.startswith("cons"), k))
 
 
 def plot_reward(run: RunData) -> Figure | None:

@@ -81,7 +81,7 @@ def collect(
                 rewards[i] += pen
                 comps[i]["overlong"] = pen
         if first is None:
-            first = (out.samples, rewards, comps)
+            first = (out.samples, rewards, comps, flat_ex)
             shown = [{"prompt": texts[g], "completion": out.samples[g * G].text, "reward": rewards[g * G],
                       "correct": bool(comps[g * G].get("accuracy", 0.0))} for g in range(min(3, len(exs)))]
         for g in range(len(exs)):
@@ -96,10 +96,11 @@ def collect(
     return groups, stats, shown
 
 
-def rollout_stats(samples: list[Sample], rewards: list[float], comps: list[dict], G: int,
+def rollout_stats(samples: list[Sample], rewards: list[float], comps: list[dict], examples: list[dict], G: int,
                   reflection_words: list[str]) -> dict[str, float]:
     """Means over one rollout of N = B·G samples: reward, accuracy, lengths, truncation,
-    reflection, entropy per token, share of groups with no reward spread, reward components."""
+    reflection, entropy per token, share of groups with no reward spread, reward components;
+    for a task mixture also ``task/NAME/{accuracy,reward,response_length,share}`` per member."""
     lengths = [len(x.completion_ids) for x in samples]
     spread = [max(rewards[i : i + G]) - min(rewards[i : i + G]) > 1e-9 for i in range(0, len(rewards), G)]
     stats = dict(
@@ -115,4 +116,10 @@ def rollout_stats(samples: list[Sample], rewards: list[float], comps: list[dict]
     )
     for key in sorted({k for c in comps for k in c}):
         stats[f"reward/{key}"] = sum(c.get(key, 0.0) for c in comps) / len(comps)
+    for name in sorted({ex["task"] for ex in examples if "task" in ex}):
+        idx = [i for i, ex in enumerate(examples) if ex.get("task") == name]
+        stats[f"task/{name}/accuracy"] = sum(comps[i].get("accuracy", 0.0) for i in idx) / len(idx)
+        stats[f"task/{name}/reward"] = sum(rewards[i] for i in idx) / len(idx)
+        stats[f"task/{name}/response_length"] = sum(lengths[i] for i in idx) / len(idx)
+        stats[f"task/{name}/share"] = len(idx) / len(examples)
     return stats

@@ -17,6 +17,7 @@ from typing import Any
 from r1lab.config import ConfigError
 from r1lab.data import DataError
 from r1lab.tasks.base import Grade, Task, TaskOptions
+from r1lab.tasks.mixture import Mixture, is_mixture, parse_spec
 
 TASKS = {
     "countdown": "r1lab.tasks.countdown:Countdown",
@@ -28,9 +29,15 @@ TASKS = {
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-    """Build a task by name; keyword arguments are its options (template, data, fields, ...).
+    """Build a task by name, or a mixture ``countdown:0.5,knights_knaves:0.5`` (``mixture.py``);
+    keyword arguments are its options (template, data, fields, ...).
 
     An unknown name or a bad option is a ``ConfigError`` naming it (a bad data file a ``DataError``)."""
+    try:
+        if is_mixture(name):
+            return _mixture(name, kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
     module, cls = TASKS[name].split(":")
@@ -42,9 +49,35 @@ def get_task(name: str, **kwargs: Any) -> Task:
         raise ConfigError(f"task {name!r}: {exc}") from exc
 
 
+def _mixture(spec: str, kwargs: dict[str, Any]) -> Mixture:
+    """Members get the options they have; an option that no member has is an error."""
+    weights = dict(parse_spec(spec))
+    members, used = {}, set()
+    for name in weights:
+        probe = get_task(name)
+        mine = {k: v for k, v in kwargs.items() if hasattr(probe.options, k)}
+        used.update(mine)
+        members[name] = get_task(name, **mine) if mine else probe
+    unused = sorted(set(kwargs) - used)
+    if unused:
+        raise ConfigError(f"task mixture {spec!r}: no member task has option {unused[0]!r}")
+    return Mixture(members, weights)
+
+
+def check_spec(spec: str) -> None:
+    """A ConfigError unless every task named in ``spec`` (a name or a mixture) exists."""
+    try:
+        names = [n for n, _ in parse_spec(spec)] if is_mixture(spec) else [spec]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    for n in names:
+        if n not in TASKS:
+            raise ConfigError(f"unknown task {n!r}; built-in tasks: {', '.join(TASKS)}")
+
+
 def task_kwargs(cfg: Any) -> dict[str, Any]:
     """The task options a command's config sets: ``data``, ``template``, ``language`` when not empty."""
     return {name: getattr(cfg, name) for name in ("data", "template", "language") if getattr(cfg, name, "")}
 
 
-__all__ = ["Grade", "Task", "TaskOptions", "TASKS", "get_task", "task_kwargs"]
+__all__ = ["Grade", "Mixture", "Task", "TaskOptions", "TASKS", "check_spec", "get_task", "task_kwargs"]

@@ -104,5 +104,6 @@ def test_a_real_process_prints_no_traceback():
     out = subprocess.run([sys.executable, "-m", "r1lab", "eval", "--task", "nope"], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     assert out.returncode == 2
-    assert out.stderr.strip() == ("r1lab eval: error: unknown task 'nope'; built-in tasks: "
-                                  "countdown, arithmetic, gsm8k, math")
+    from r1lab.tasks import TASKS
+
+    assert out.stderr.strip() == f"r1lab eval: error: unknown task 'nope'; built-in tasks: {', '.join(TASKS)}"

@@ -36,6 +36,10 @@ class Config:
     data: str = field(default="", metadata={"help": "data file or hub dataset id (gsm8k, math)"})
     split: str = field(default="test", metadata={"help": "which split to evaluate"})
     template: str = field(default="", metadata={"help": "prompt template ('' = the task's default)"})
+    task_options: list[str] = field(default_factory=list, metadata={
+        "help": "task options KEY=VALUE (e.g. max_people=5 for knights_knaves, seed=1)"})
+    sandbox_min_level: str = field(default="", metadata={
+        "help": "code task: refuse to grade below this containment level (process | seccomp | namespaces | full)"})
     language: str = field(default="", metadata={"help": "target language ('' = task default)"})
     k: int = field(default=8, metadata={"help": "samples per problem"})
     temperature: float = field(default=0.6, metadata={"help": "sampling temperature"})

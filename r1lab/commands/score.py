@@ -30,7 +30,7 @@ from tqdm import tqdm
 from r1lab.config import ConfigError
 from r1lab.data import DataError, read_rows
 from r1lab.evaluation.metrics import summarize
-from r1lab.tasks import TASKS, check_spec, get_task
+from r1lab.tasks import TASKS, check_spec, get_task, task_kwargs
 
 HELP = "grade a RESPONSES.jsonl file with a task's grader and print pass@1, cons@k, pass@k"
 POSITIONAL = ("responses",)
@@ -49,6 +49,9 @@ class Config:
             "help": "template the responses were sampled with; r1/short mean the prompt opened <think> ('' = task default)"
         },
     )
+    task_options: list[str] = field(default_factory=list, metadata={"help": "task options KEY=VALUE"})
+    sandbox_min_level: str = field(default="", metadata={
+        "help": "code task: refuse to grade below this containment level (process | seccomp | namespaces | full)"})
     skip_bad: bool = field(default=False, metadata={"help": "skip (and count) bad rows instead of stopping"})
     response_field: str = field(default="responses", metadata={"help": "field holding the list of responses"})
     answer_field: str = field(default="answer", metadata={"help": "field holding the gold answer"})
@@ -96,7 +99,7 @@ def _row_checker(cfg: Config):
 
 
 def _make_task(cfg: Config):
-    task = get_task(cfg.task, **({"template": cfg.template} if cfg.template else {}))
+    task = get_task(cfg.task, **task_kwargs(cfg))
     if hasattr(task.options, "grader_timeout"):
         task.options.grader_timeout = cfg.timeout
     return task
@@ -105,9 +108,8 @@ def _make_task(cfg: Config):
 def run(cfg: Config) -> dict[str, Any]:
     cfg.validate()
     task = _make_task(cfg)
-    rows, skipped = read_rows(
-        cfg.responses, required=(cfg.answer_field,), skip_bad=cfg.skip_bad, validate=_row_checker(cfg)
-    )
+    required = (cfg.answer_field,) if task.needs_answer else ()  # code rows carry their tests instead
+    rows, skipped = read_rows(cfg.responses, required=required, skip_bad=cfg.skip_bad, validate=_row_checker(cfg))
     if not rows:
         raise DataError(
             f"{cfg.responses}: no rows to score" + (f" ({skipped} bad rows skipped)" if skipped else "")
@@ -115,7 +117,7 @@ def run(cfg: Config) -> dict[str, Any]:
     flat = [
         (i, r if isinstance(r, str) else "") for i, row in enumerate(rows) for r in row[cfg.response_field]
     ]
-    examples = [dict(row, answer=row[cfg.answer_field]) for row in rows]
+    examples = [dict(row, answer=row[cfg.answer_field]) if cfg.answer_field in row else dict(row) for row in rows]
     grades_flat = []
     with tqdm(total=len(flat), desc=f"score {cfg.task}", unit="resp", file=sys.stderr) as bar:
         for start in range(0, len(flat), cfg.batch_size):
@@ -131,10 +133,23 @@ def run(cfg: Config) -> dict[str, Any]:
         _write_graded(Path(cfg.output), rows, grades)
     metrics = summarize(grades, lengths)
     result = {**metrics, "skipped": skipped, "source": cfg.responses, "task": cfg.task}
+    level = sandbox_level(task)
+    if level:
+        result["sandbox_level"] = level
+        print(f"code sandbox: level {level!r}", file=sys.stderr)
     if cfg.output:
         result["output"] = cfg.output
     print(json.dumps(result))
     return result
+
+
+def sandbox_level(task) -> str | None:
+    """The containment level the code sandbox reached, for a code task or a mixture holding one."""
+    members = getattr(task, "members", {"": task})
+    for t in members.values():
+        if getattr(t, "_sandbox", None) is not None:
+            return t._sandbox.level
+    return None
 
 
 def _write_graded(path: Path, rows: list[dict], grades: list[list]) -> None:

@@ -70,6 +70,10 @@ class Config(RLSettings):
         "help": " | ".join(TASKS) + ", or a mixture such as countdown:0.5,knights_knaves:0.5"})
     data: str = field(default="", metadata={"help": "data file or hub id for gsm8k / math"})
     template: str = field(default="", metadata={"help": "prompt template ('' = task default)"})
+    task_options: list[str] = field(default_factory=list, metadata={
+        "help": "task options KEY=VALUE (e.g. max_people=5 for knights_knaves, seed=1)"})
+    sandbox_min_level: str = field(default="", metadata={
+        "help": "code task: refuse to grade below this containment level (process | seccomp | namespaces | full)"})
     language: str = field(default="", metadata={"help": "target language of the reasoning"})
     language_weight: float = field(default=0.0, metadata={"help": "weight of the language-consistency reward"})
     format_weight: float = field(default=0.1, metadata={"help": "weight of the format reward"})

@@ -7,11 +7,14 @@
 | gsm8k      | local JSONL/JSON/parquet or hub id     | numeric equality                  |
 | math       | local JSONL/JSON/parquet or hub id     | math-verify symbolic equivalence  |
 | knights_knaves | generator (unique solution) or files | roles parsed from the answer      |
+| code       | toy generator, HumanEval or MBPP rows  | hidden tests in the local sandbox |
+| rg:NAME    | reasoning-gym create_dataset(NAME)     | its score_answer, in a worker     |
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from typing import Any
 
 from r1lab.config import ConfigError
@@ -25,6 +28,7 @@ TASKS = {
     "gsm8k": "r1lab.tasks.gsm8k:GSM8K",
     "math": "r1lab.tasks.math:Math",
     "knights_knaves": "r1lab.tasks.knights_knaves:KnightsKnaves",
+    "code": "r1lab.tasks.code:Code",
 }
 
 
@@ -38,9 +42,12 @@ def get_task(name: str, **kwargs: Any) -> Task:
             return _mixture(name, kwargs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if name not in TASKS:
+    if name.startswith("rg:"):  # reasoning-gym dataset NAME (r1lab/tasks/rg.py)
+        module, cls, kwargs = "r1lab.tasks.rg", "ReasoningGym", {**kwargs, "name": name[3:]}
+    elif name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
-    module, cls = TASKS[name].split(":")
+    else:
+        module, cls = TASKS[name].split(":")
     try:
         return getattr(importlib.import_module(module), cls)(**kwargs)
     except (DataError, ConfigError):
@@ -71,13 +78,26 @@ def check_spec(spec: str) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     for n in names:
-        if n not in TASKS:
+        if n.startswith("rg:"):
+            importlib.import_module("r1lab.tasks.rg").check_dataset(n[3:])
+        elif n not in TASKS:
             raise ConfigError(f"unknown task {n!r}; built-in tasks: {', '.join(TASKS)}")
 
 
 def task_kwargs(cfg: Any) -> dict[str, Any]:
-    """The task options a command's config sets: ``data``, ``template``, ``language`` when not empty."""
-    return {name: getattr(cfg, name) for name in ("data", "template", "language") if getattr(cfg, name, "")}
+    """The task options a command's config sets: ``data``, ``template``, ``language`` and
+    ``sandbox_min_level`` when not empty, and each ``task_options`` entry ``KEY=VALUE`` (VALUE read as
+    JSON when it parses: ``max_people=5``, ``extract_methods=["answer_tag"]``; else as a string)."""
+    kw = {n: getattr(cfg, n) for n in ("data", "template", "language", "sandbox_min_level") if getattr(cfg, n, "")}
+    for item in getattr(cfg, "task_options", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"task_options: expected KEY=VALUE, got {item!r}")
+        try:
+            kw[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            kw[key.strip()] = value
+    return kw
 
 
 __all__ = ["Grade", "Mixture", "Task", "TaskOptions", "TASKS", "check_spec", "get_task", "task_kwargs"]

@@ -83,6 +83,7 @@ class Task:
     name = "task"
     default_template = "r1"
     languages: tuple[str, ...] = ()  # the prompt languages a task has ('' = any)
+    needs_answer = True  # rows to grade carry a gold ``answer`` (code rows carry tests instead)
 
     def __init__(self, options: TaskOptions | None = None, **kwargs: Any):
         self.options = options or TaskOptions(template=self.default_template)

@@ -62,6 +62,7 @@ class Mixture(Task):
 
     def __init__(self, members: dict[str, Task], weights: dict[str, float], seed: int = 0):
         self.members, self.seed = members, seed
+        self.needs_answer = any(t.needs_answer for t in members.values())
         total = sum(weights.values())
         self.weights = {k: w / total for k, w in weights.items()}
         first = next(iter(members.values()))

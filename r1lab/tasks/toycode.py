@@ -1,0 +1,148 @@
+"""A procedural family of toy coding problems that a tiny model can learn, as HumanEval-style rows.
+
+    rows = toy_problems("train", seed=0)       # [{prompt, test, entry_point, canonical_solution, spec, ...}]
+
+Each problem is a one-line spec ("Write f(x) that returns x times 3 plus 4.", in English or
+Chinese) for a function ``f`` of one argument from a small grammar of families (affine and
+quadratic maps of an int, sums/maxima/counts over a list, string reversal/upper-casing/letter
+counts, clamps, ranges), with hidden tests: 4 asserts on inputs drawn for that problem, their
+expected values computed by the family's reference. Rows are in HumanEval's form (``prompt`` = the
+signature with the spec as docstring, ``test`` = ``def check(candidate): ...``, ``entry_point``,
+``canonical_solution`` = the body), so the code task grades them with the same path as HumanEval.
+
+Train/test: problems are partitioned by a hash of (family, constants) — the same rule as
+Countdown, a quarter held out — so held-out problems are never trained on. ``worked_solution`` writes the corpus's
+think-then-answer text: restate, write the function, check it on one input, occasionally fix a
+first wrong attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Value = Any
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    arg: str  # the argument's name: x (int), n (int >= 0), xs (list of ints), s (str)
+    spec_en: str  # with {k} (and {j}) for the constants
+    spec_zh: str
+    body: str  # the return expression, with {k}/{j}
+    ref: Callable[..., Value]  # reference: ref(arg, k, j)
+    consts: tuple[range, ...]  # ranges of k (and j)
+
+
+FAMILIES = (
+    Family("affine", "x", "returns x times {k} plus {j}", "返回x乘{k}加{j}", "x * {k} + {j}",
+           lambda x, k, j: x * k + j, (range(2, 13), range(0, 31))),
+    Family("sub_mul", "x", "returns x minus {k}, times {j}", "返回x减{k}再乘{j}", "(x - {k}) * {j}",
+           lambda x, k, j: (x - k) * j, (range(0, 21), range(2, 10))),
+    Family("square_plus", "x", "returns x squared plus {k}", "返回x的平方加{k}", "x * x + {k}",
+           lambda x, k, j: x * x + k, (range(0, 31),)),
+    Family("modulo", "x", "returns x modulo {k}", "返回x除以{k}的余数", "x % {k}",
+           lambda x, k, j: x % k, (range(2, 21),)),
+    Family("clamp_low", "x", "returns x, or {k} if x is smaller than {k}", "返回x，若x小于{k}则返回{k}", "max(x, {k})",
+           lambda x, k, j: max(x, k), (range(-10, 31),)),
+    Family("sum_list", "xs", "returns the sum of the list xs plus {k}", "返回列表xs的和加{k}", "sum(xs) + {k}",
+           lambda xs, k, j: sum(xs) + k, (range(0, 31),)),
+    Family("max_list", "xs", "returns the largest item of xs times {k}", "返回xs中最大的数乘{k}", "max(xs) * {k}",
+           lambda xs, k, j: max(xs) * k, (range(1, 13),)),
+    Family("min_list", "xs", "returns the smallest item of xs plus {k}", "返回xs中最小的数加{k}", "min(xs) + {k}",
+           lambda xs, k, j: min(xs) + k, (range(0, 21),)),
+    Family("len_list", "xs", "returns the length of xs times {k}", "返回xs的长度乘{k}", "len(xs) * {k}",
+           lambda xs, k, j: len(xs) * k, (range(1, 13),)),
+    Family("count_gt", "xs", "returns how many items of xs are greater than {k}", "返回xs中大于{k}的数的个数",
+           "len([v for v in xs if v > {k}])", lambda xs, k, j: len([v for v in xs if v > k]), (range(0, 16),)),
+    Family("range_sum", "n", "returns the sum of the numbers from {k} to n", "返回从{k}到n的所有数之和",
+           "sum(range({k}, n + 1))", lambda n, k, j: sum(range(k, n + 1)), (range(0, 10),)),
+    Family("reverse_repeat", "s", "returns s reversed, {k} times", "返回s倒过来重复{k}次", "s[::-1] * {k}",
+           lambda s, k, j: s[::-1] * k, (range(1, 5),)),
+    Family("count_char", "s", "returns how many times the letter {c} appears in s", "返回字母{c}在s中出现的次数",
+           "s.count('{c}')", lambda s, k, j: s.count("abcdefgh"[k]), (range(0, 8),)),
+    Family("upper_plus", "s", "returns s in capitals followed by {c}", "返回s的大写再加上{c}", "s.upper() + '{c}'",
+           lambda s, k, j: s.upper() + "abcdefgh"[k], (range(0, 8),)),
+)
+BY_NAME = {f.name: f for f in FAMILIES}
+TEST_SHARE = 0.25
+
+
+def _fill(text: str, k: int, j: int) -> str:
+    return text.format(k=k, j=j, c="abcdefgh"[k] if 0 <= k < 8 else "")
+
+
+def instances() -> list[tuple[str, int, int]]:
+    """Every (family, k, j) of the grammar (a few hundred)."""
+    out = []
+    for f in FAMILIES:
+        js = f.consts[1] if len(f.consts) > 1 else range(1)
+        out += [(f.name, k, j) for k in f.consts[0] for j in js]
+    return out
+
+
+def split_of(name: str, k: int, j: int) -> str:
+    h = int(hashlib.sha256(f"toycode-{name}-{k}-{j}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if h < TEST_SHARE else "train"
+
+
+def random_input(rng: random.Random, arg: str) -> Value:
+    if arg == "x":
+        return rng.randint(-9, 20)
+    if arg == "n":
+        return rng.randint(5, 15)
+    if arg == "xs":
+        return [rng.randint(-5, 15) for _ in range(rng.randint(1, 5))]
+    return "".join(rng.choice("abcdefgh") for _ in range(rng.randint(1, 6)))
+
+
+def problem(name: str, k: int, j: int, rng: random.Random, lang: str = "en") -> dict:
+    """One HumanEval-style row, with 4 hidden tests on inputs drawn from ``rng``."""
+    f = BY_NAME[name]
+    spec = _fill(f.spec_en if lang == "en" else f.spec_zh, k, j)
+    inputs: list[Value] = []
+    while len(inputs) < 4:
+        v = random_input(rng, f.arg)
+        if v not in inputs:
+            inputs.append(v)
+    checks = "".join(f"    assert candidate({v!r}) == {f.ref(v, k, j)!r}\n" for v in inputs)
+    question = (f"Write a Python function f({f.arg}) that {spec}." if lang == "en"
+                else f"写一个Python函数f({f.arg})，{spec}。")
+    return {
+        "id": f"toy-{name}-{k}-{j}",
+        "family": name,
+        "spec": question,
+        "prompt": f'def f({f.arg}):\n    """{spec}"""\n',
+        "test": "def check(candidate):\n" + checks,
+        "entry_point": "f",
+        "canonical_solution": f"    return {_fill(f.body, k, j)}\n",
+        "example_input": inputs[0],
+        "example_output": f.ref(inputs[0], k, j),
+    }
+
+
+def toy_problems(split: str, seed: int = 0, lang: str = "en") -> list[dict]:
+    """Every problem of ``split`` in a seeded order, each with its own hidden tests."""
+    if split not in ("train", "test"):
+        raise ValueError(f"toy code has splits 'train' and 'test', not {split!r}")
+    rng = random.Random(f"toycode-{split}-{seed}-{lang}")
+    rows = [problem(n, k, j, rng, lang) for n, k, j in instances() if split_of(n, k, j) == split]
+    rng.shuffle(rows)
+    return rows
+
+
+def worked_solution(row: dict, rng: random.Random, lang: str = "en", slip: float = 0.2) -> str:
+    """think + answer text for the corpus: the function, one check, sometimes a fixed first slip."""
+    body = row["canonical_solution"].strip()
+    x, y = row["example_input"], row["example_output"]
+    parts = []
+    if rng.random() < slip:  # a first attempt with an off-by-one constant, caught by the check
+        wrong = body.replace(" + ", " - ", 1) if " + " in body else body + " + 1"
+        parts.append(f"{wrong} gives a different f({x!r}), " + ("no wait, let me fix it." if lang == "en" else "等等，改一下。"))
+    parts.append(f"{body} so f({x!r}) = {y!r} " + ("ok" if lang == "en" else "对"))
+    code = row["prompt"].split("\n")[0] + "\n    " + body
+    return " ".join(parts) + f"</think><answer>\n```python\n{code}\n```\n</answer>"

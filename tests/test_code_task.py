@@ -1,0 +1,120 @@
+"""The code task: extraction, toy problems, HumanEval and MBPP rows graded in the sandbox, `score`."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from r1lab.rewards.sandbox import LEVELS
+from r1lab.tasks import get_task
+from r1lab.tasks.code import extract_code, program_of
+from r1lab.tasks.toycode import FAMILIES, instances, problem, split_of, toy_problems, worked_solution
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fenced(code: str) -> str:
+    return f"ok</think><answer>\n```python\n{code}\n```\n</answer>"
+
+
+def test_extract_code_rules():
+    assert extract_code("a ```python\nx = 1\n``` b ```py\ny = 2\n```") == "y = 2"  # the last fenced block
+    assert extract_code("t</think><answer>def f(x):\n    return x</answer>") == "def f(x):\n    return x"
+    assert extract_code("    return x + 1\n") == "    return x + 1"  # a bare body keeps its indentation
+    assert extract_code("```python\nz = 3") == "z = 3"  # an unclosed fence at the end
+    assert extract_code("") is None and extract_code("   \n") is None
+
+
+def test_programs_by_row_form():
+    he = {"prompt": "def f(x):\n", "test": "def check(c): pass", "entry_point": "f"}
+    assert program_of(he, "    return 1") == ("def f(x):\n\n    return 1", "def check(c): pass", "f")
+    mbpp = {"text": "add", "test_list": ["assert add(1, 2) == 3"], "test_imports": ["import math"]}
+    assert program_of(mbpp, "def add(a, b): return a + b") == (
+        "import math\ndef add(a, b): return a + b", ["assert add(1, 2) == 3"], None)
+
+
+def test_toy_family_split_and_rows():
+    train, test = toy_problems("train"), toy_problems("test")
+    assert len(train) + len(test) == len(instances()) and len(test) >= 150
+    assert {r["id"] for r in train}.isdisjoint(r["id"] for r in test)
+    assert all(split_of(r["family"], *map(int, r["id"].split("-")[-2:])) == "test" for r in test)
+    assert toy_problems("test") == test  # deterministic
+    assert {r["family"] for r in train} == {f.name for f in FAMILIES}
+
+
+def test_every_family_canonical_passes_and_wrong_fails():
+    task = get_task("code")
+    rng = random.Random(0)
+    rows = [problem(f.name, f.consts[0][0], (f.consts[1][0] if len(f.consts) > 1 else 0), rng) for f in FAMILIES]
+    good = task.grade_many(rows, [fenced(r["prompt"] + r["canonical_solution"]) for r in rows])
+    assert all(g.correct for g in good), [(r["id"], g) for r, g in zip(rows, good) if not g.correct]
+    bad = task.grade_many(rows, [fenced(r["prompt"] + "    return None\n") for r in rows])
+    assert not any(g.correct for g in bad)
+
+
+def test_reward_is_the_share_of_tests_passed():
+    task = get_task("code")
+    row = problem("clamp_low", 5, 0, random.Random(1))  # f(x) = max(x, 5)
+    xs = [int(line.split("candidate(")[1].split(")")[0]) for line in row["test"].splitlines()[1:]]
+    want = sum(x >= 5 for x in xs) / 4  # `return x` is right exactly where x >= 5
+    reward, comps = task.reward(row, fenced("def f(x):\n    return x"))
+    assert comps["tests_passed"] == want and comps["accuracy"] == float(want == 1.0)
+    assert reward == pytest.approx(want + 0.1)
+    assert task.reward(row, "no code at all</think><answer></answer>")[1]["tests_passed"] == 0.0
+
+
+def test_worked_solution_is_graded_correct():
+    task = get_task("code")
+    rows = toy_problems("train")[:12]
+    texts = [worked_solution(r, random.Random(i)) for i, r in enumerate(rows)]
+    assert all(g.correct for g in task.grade_many(rows, texts))
+
+
+def test_hostile_completion_is_a_fail_and_harmless():
+    task = get_task("code")
+    row = toy_problems("test")[0]
+    g = task.grade(row, fenced("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(0, 9)"))
+    assert not g.correct  # and this process is still here
+
+
+def test_mbpp_rows():
+    task = get_task("code")
+    row = {"id": "m1", "text": "Add two numbers.", "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]}
+    assert task.grade(row, fenced("def add(a, b):\n    return a + b")).correct
+    assert task.reward(row, fenced("def add(a, b):\n    return 3"))[1]["tests_passed"] == 0.5
+    assert "Your code should pass: assert add(1, 2) == 3" in task.prompt(row)
+
+
+def _humaneval(shared_file):
+    return get_task("code", data=str(shared_file("humaneval", "HumanEval.jsonl.gz")))
+
+
+def test_humaneval_canonical_solutions_pass_and_shifted_ones_fail():
+    from conftest import shared_file
+
+    task = _humaneval(shared_file)
+    rows = task.examples("test")
+    assert len(rows) == 164
+    ok = task.grade_many(rows, [r["canonical_solution"] for r in rows])
+    assert sum(g.correct for g in ok) == 164, [r["id"] for r, g in zip(rows, ok) if not g.correct]
+    shifted = task.grade_many(rows, [rows[(i + 1) % 164]["canonical_solution"] for i in range(164)])
+    assert sum(g.correct for g in shifted) <= 0.05 * 164
+
+
+def test_score_code_prints_the_sandbox_level(tmp_path):
+    rows = toy_problems("test")[:3]
+    path = tmp_path / "responses.jsonl"
+    with open(path, "w") as fh:
+        for r in rows:
+            fh.write(json.dumps({**r, "responses": [fenced(r["prompt"] + r["canonical_solution"]), "nothing"]}) + "\n")
+    out = subprocess.run([sys.executable, "-m", "r1lab", "score", str(path), "--task", "code"], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["pass@1"] == 0.5 and result["sandbox_level"] in LEVELS
+    assert "code sandbox: level" in out.stderr

@@ -32,7 +32,15 @@ import torch
 from update import make_batch
 
 from r1lab.engine.rollout import HFEngine, SamplingParams
-from r1lab.models import load_tokenizer, pad_id, pick_device, resolve_dtype, resolve_model, tiny_config
+from r1lab.models import (
+    dtype_kwarg,
+    load_tokenizer,
+    pad_id,
+    pick_device,
+    resolve_dtype,
+    resolve_model,
+    tiny_config,
+)
 from r1lab.rl.learner import Learner
 from r1lab.rl.settings import RLSettings
 from r1lab.rl.update import RolloutBatch, update_minibatch
@@ -72,7 +80,7 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     shape = dict(PRESETS[args.preset])
     cfg = tiny_config(shape.pop("vocab_size", len(tok)), **shape)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa").to(device)
+    model = AutoModelForCausalLM.from_config(cfg, **dtype_kwarg(dtype), attn_implementation="sdpa").to(device)
     params = sum(p.numel() for p in model.parameters())
     task = get_task("countdown")
     examples = task.examples("train")

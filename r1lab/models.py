@@ -148,6 +148,15 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def dtype_kwarg(dtype: torch.dtype) -> dict:
+    """``from_pretrained``'s dtype keyword: ``dtype`` from transformers 4.56 on (``torch_dtype``
+    is deprecated there and warns in 5), ``torch_dtype`` before (``dtype`` is not known there)."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
 def load_model(name: str | None = None, dtype: str = "auto", device: str = "cpu"):
     """A causal LM from a local directory or hub id, in eval mode, on ``device``.
 
@@ -156,8 +165,23 @@ def load_model(name: str | None = None, dtype: str = "auto", device: str = "cpu"
     from transformers import AutoModelForCausalLM
 
     attn = "sdpa"
-    model = _load(AutoModelForCausalLM, name, dtype=resolve_dtype(dtype, device), attn_implementation=attn)
+    model = _load(AutoModelForCausalLM, name, **dtype_kwarg(resolve_dtype(dtype, device)), attn_implementation=attn)
     return model.to(device).eval()
+
+
+def save_tokenizer(tokenizer, path: str | os.PathLike) -> None:
+    """``tokenizer.save_pretrained``, readable by transformers 4.x too: 5.x names a plain fast
+    tokenizer's class ``TokenizersBackend``, which 4.x does not know; ``PreTrainedTokenizerFast``
+    loads as the same tokenizer in both."""
+    import json
+
+    tokenizer.save_pretrained(path)
+    cfg_file = Path(path) / "tokenizer_config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        if cfg.get("tokenizer_class") == "TokenizersBackend":
+            cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+            cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def save_pretrained_atomic(model, tokenizer, path: str | os.PathLike) -> None:
@@ -171,7 +195,7 @@ def save_pretrained_atomic(model, tokenizer, path: str | os.PathLike) -> None:
     with quiet_hf():
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp)
     old = path.with_name(path.name + ".old")
     if path.exists():
         if old.exists():

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from r1lab.engine.kvcache import cache_kwargs, returned_cache
+from r1lab.engine.kvcache import cache_kwargs, dynamic_cache, returned_cache
 
 FAMILIES = {"llama", "qwen2", "qwen3", "mistral"}
 
@@ -130,10 +130,8 @@ class FastDecoder:
         self.length = 0
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, n: int, capacity: int) -> torch.Tensor:
-        from transformers import DynamicCache
-
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = dynamic_cache(self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                          **cache_kwargs(self.model, cache))
         p, w = ids.shape

@@ -33,6 +33,7 @@ class PreallocatedLayer(DynamicLayer):
 
     def __init__(self, capacity: int, **kwargs):
         super().__init__(**kwargs)
+        self.is_initialized = False  # set by CacheLayerMixin in transformers>=4.57, absent before
         self.capacity = capacity
         self.length = 0
         self._k: torch.Tensor | None = None
@@ -66,7 +67,7 @@ class PreallocatedLayer(DynamicLayer):
         self.values = self._v[:, :, :end]
         return self.keys, self.values
 
-    def get_seq_length(self) -> int:
+    def get_seq_length(self, *args) -> int:  # 4.55 passes cache_position
         return self.length
 
     def _rebuild(self, select) -> None:
@@ -126,9 +127,20 @@ def returned_cache(out):
 _CACHE_ARG: dict[type, str] = {}
 
 
+def dynamic_cache(config) -> DynamicCache:
+    """``DynamicCache(config=config)``. transformers 4.55 reads ``config=`` as a static cache's
+    layout and fails; there, a plain ``DynamicCache`` with one ``DynamicLayer`` per hidden layer."""
+    try:
+        return DynamicCache(config=config)
+    except TypeError:
+        cache = DynamicCache()
+        cache.layers = [DynamicLayer() for _ in range(config.get_text_config(decoder=True).num_hidden_layers)]
+        return cache
+
+
 def preallocated_cache(config, capacity: int) -> DynamicCache:
     """A ``DynamicCache`` whose plain full-attention layers are ``PreallocatedLayer``s."""
-    cache = DynamicCache(config=config)
+    cache = dynamic_cache(config)
     if not cache.layers:  # configs without layer types: one layer per hidden layer
         n = config.get_text_config(decoder=True).num_hidden_layers
         cache.layers = [DynamicLayer() for _ in range(n)]

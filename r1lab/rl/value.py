@@ -28,10 +28,10 @@ class ValueModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel
 
-        from r1lab.models import quiet_hf
+        from r1lab.models import dtype_kwarg, quiet_hf
 
         with quiet_hf():
-            backbone = AutoModel.from_pretrained(path, dtype=dtype)
+            backbone = AutoModel.from_pretrained(path, **dtype_kwarg(dtype))
         model = cls(backbone, backbone.config.hidden_size).to(dtype)
         head = Path(path) / "value_head.safetensors"
         if head.is_file():

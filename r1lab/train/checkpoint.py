@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from r1lab.models import quiet_hf
+from r1lab.models import quiet_hf, save_tokenizer
 
 
 def rng_state() -> dict[str, Any]:
@@ -62,7 +62,7 @@ def save(run_dir: str | Path, models: dict[str, Any], tokenizer, state: dict[str
                 continue
             model.save_pretrained(tmp / name, safe_serialization=True)
             if tokenizer is not None and name == "policy":
-                tokenizer.save_pretrained(tmp / name)
+                save_tokenizer(tokenizer, tmp / name)
     torch.save({**state, "rng": rng_state()}, tmp / "state.pt")
     _fsync_dir(tmp)
     if final.exists():

@@ -22,6 +22,7 @@ import torch
 from r1lab.config import ConfigError
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "assets" / "base")
+DEFAULT_STUDENT = str(Path(__file__).resolve().parent / "assets" / "student")  # `r1lab pretrain --preset student`
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 
@@ -85,7 +86,12 @@ def tiny_config(vocab_size: int, **overrides: Any):
 
 
 def resolve_model(name: str | None) -> str:
-    """'' / None / 'default' -> the shipped base; anything else is a path or a hub id."""
+    """'' / None / 'default' -> the shipped base; 'student' -> the shipped student; else a path or hub id."""
+    if name == "student":
+        if not (Path(DEFAULT_STUDENT) / "config.json").is_file():
+            raise ConfigError(f"the student base is missing at {DEFAULT_STUDENT}; build it with "
+                              "`r1lab pretrain --preset student`")
+        return DEFAULT_STUDENT
     if not name or name == "default":
         if not (Path(DEFAULT_MODEL) / "config.json").is_file():
             raise ConfigError(

@@ -11,6 +11,7 @@ from r1lab.config import ConfigError
 from r1lab.data import DataError
 from r1lab.tasks import get_task
 from r1lab.tasks.knights_knaves import (
+    KKStyle,
     answer_text,
     consistent,
     parse_roles,
@@ -99,9 +100,13 @@ def test_generator_is_unique_deterministic_and_split_by_hash():
 def test_worked_solution_ends_on_the_answer():
     rng = random.Random(3)
     statements, sol = random_puzzle(rng, 3, 2)
-    trace = worked_solution(statements, NAMES, "en", random.Random(0))
+    text = worked_solution(statements, NAMES, "en", random.Random(0))  # retries until it works
     right = ", ".join(f"{x} {'knight' if k else 'knave'}" for x, k in zip(NAMES, sol))
+    trace, answer = text.split("</think>")
     assert trace.endswith(f"try {right}: Zoey ok Oliver ok Ava ok works")
+    assert answer == "<answer>" + answer_text(NAMES, list(sol)) + "</answer>"
+    gave_up = worked_solution(statements, NAMES, "en", random.Random(5), KKStyle(first_correct=0.0, retry=0.0))
+    assert " no</think>" in gave_up and "works" not in gave_up  # one wrong try, then a wrong answer
 
 
 def test_rows_from_a_file(tmp_path):
@@ -127,3 +132,18 @@ def test_impossible_options():
 
 def _tuple(s):
     return tuple(_tuple(x) if isinstance(x, list) else x for x in s)
+
+
+def test_corpus_style_answers_are_right_exactly_when_the_trace_works():
+    rng = random.Random(11)
+    task = get_task("knights_knaves")
+    seen = {True: 0, False: 0}
+    for i in range(150):
+        statements, sol = random_puzzle(rng, rng.randint(2, 4), 2)
+        names = NAMES[: len(sol)] if len(sol) <= 3 else NAMES + ["Liam"]
+        text = worked_solution(statements, names, "en", rng, KKStyle(retry=0.5))
+        ex = {"names": names, "solution": list(sol), "quiz": ""}
+        works = text.split("</think>")[0].endswith("works")
+        assert task.grade(ex, text).correct == works
+        seen[works] += 1
+    assert seen[True] > 20 and seen[False] > 20  # both kinds occur

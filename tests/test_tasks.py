@@ -94,3 +94,13 @@ def test_graders_are_total_on_hostile_text(text):
         assert time.time() - t0 < 1.0
     p = parse_response(text)
     assert isinstance(p.format_ok, bool)
+
+
+def test_corpus_holds_every_kind_and_its_answers_match_its_checks():
+    docs = corpus.documents(3000, seed=2)
+    kinds = {"countdown": "make", "arithmetic": "Compute", "kk": "knaves always lie", "code": "Python function"}
+    found = {k: [d for d in docs if v in d.split("\n<think>")[0]] for k, v in kinds.items()}
+    assert all(len(v) > 50 for v in found.values()), {k: len(v) for k, v in found.items()}
+    direct = [d for d in docs if "<think></think>" in d]
+    assert 0.04 < len(direct) / len(docs) < 0.12  # the non-reasoning share (8%)
+    assert any("骑士" in d for d in docs) and any("写一个" in d for d in docs)

@@ -23,32 +23,61 @@ from tqdm import tqdm
 
 from r1lab import runtime
 from r1lab.config import ConfigError, to_dict
-from r1lab.models import DEFAULT_MODEL, build_tokenizer, count_parameters, save_pretrained_atomic, tiny_config
+from r1lab.models import (
+    DEFAULT_MODEL,
+    DEFAULT_STUDENT,
+    build_tokenizer,
+    count_parameters,
+    load_tokenizer,
+    save_pretrained_atomic,
+    tiny_config,
+)
 from r1lab.tasks import corpus
 from r1lab.train.schedule import lr_at
 
 HELP = "build the tiny default base model from r1lab's synthetic corpus"
 
 
+PRESETS = {
+    "base": {},
+    # the distillation student: about a quarter of the base's parameters, the base's own tokenizer
+    "student": {"output": DEFAULT_STUDENT, "hidden_size": 128, "layers": 2, "intermediate_size": 384,
+                "tokenizer": DEFAULT_MODEL},
+}
+
+
 @dataclass
 class Config:
-    output: str = field(default=DEFAULT_MODEL, metadata={"help": "directory to write the model to"})
+    preset: str = field(default="base", metadata={
+        "help": "base (the shipped default) | student (a quarter of the parameters, the base's tokenizer); "
+                "sets the defaults of output, hidden_size, layers, intermediate_size, tokenizer"})
+    output: str = field(default="", metadata={"help": "directory to write the model to ('' = the preset's)"})
+    tokenizer: str = field(default="", metadata={
+        "help": "reuse this model directory's tokenizer ('' = train one on the corpus; student: the shipped base's)"})
     steps: int = field(default=2000, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=32, metadata={"help": "sequences per step"})
-    seq_len: int = field(default=128, metadata={"help": "tokens per training sequence"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per step"})
+    seq_len: int = field(default=256, metadata={"help": "tokens per training sequence"})
     lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
     warmup: int = field(default=100, metadata={"help": "linear warm-up steps"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     documents: int = field(default=200000, metadata={"help": "documents in the corpus"})
-    vocab_size: int = field(default=512, metadata={"help": "BPE vocabulary size (before the 4 tag tokens)"})
-    hidden_size: int = field(default=192, metadata={"help": "model width"})
-    layers: int = field(default=4, metadata={"help": "transformer layers"})
+    vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size (before the 4 tag tokens)"})
+    hidden_size: int = field(default=0, metadata={"help": "model width (0 = the preset's: 192)"})
+    layers: int = field(default=0, metadata={"help": "transformer layers (0 = the preset's: 4)"})
+    intermediate_size: int = field(default=0, metadata={"help": "MLP width (0 = the preset's: 512)"})
     seed: int = field(default=0, metadata={"help": "seed of corpus, init and batches"})
     threads: int = field(default=0, metadata={"help": "torch threads (0 = all cores)"})
     reuse_memory: bool = field(default=True, metadata={
         "help": "keep freed memory in the process instead of returning it to the OS (glibc mallopt; fewer page faults)"})
 
     def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+        defaults = {"output": DEFAULT_MODEL, "hidden_size": 192, "layers": 4, "intermediate_size": 512,
+                    **PRESETS[self.preset]}
+        for key, value in defaults.items():  # the preset fills what was not given
+            if not getattr(self, key):
+                setattr(self, key, value)
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 8:
             raise ConfigError("steps, batch_size must be >= 1 and seq_len >= 8")
         if self.hidden_size % 64:
@@ -56,13 +85,14 @@ class Config:
 
 
 def run(cfg: Config) -> dict:
+    cfg.validate()
     from transformers import AutoModelForCausalLM
 
     runtime.configure(cfg.threads, cfg.reuse_memory)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     docs = corpus.documents(cfg.documents, cfg.seed)
-    tok = build_tokenizer(docs[:50000], vocab_size=cfg.vocab_size)
+    tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else build_tokenizer(docs[:50000], vocab_size=cfg.vocab_size)
     eos = tok.eos_token_id
     ids: list[int] = []
     for chunk in range(0, len(docs), 10000):
@@ -75,6 +105,7 @@ def run(cfg: Config) -> dict:
         vocab_size=(vocab + 63) // 64 * 64,
         hidden_size=cfg.hidden_size,
         num_hidden_layers=cfg.layers,
+        intermediate_size=cfg.intermediate_size,
         eos_token_id=eos,
         pad_token_id=tok.pad_token_id,
         bos_token_id=eos,

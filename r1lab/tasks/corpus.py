@@ -1,54 +1,97 @@
 """The synthetic pretraining corpus of the embedded default base model.
 
-Each document is a prompt in the short template followed by a worked solution and EOS:
-Countdown (most documents) and Arithmetic, in English (most) and Chinese. Countdown solutions
-are written by ``countdown.worked_solution``: attempts of varying quality, each computed and
-checked against the target; after a failed check a new attempt follows only *sometimes*
-("wait, let me try again."), and otherwise the document gives up with a wrong answer. This
-leaves a base model with some, far from full, ability and a behaviour — retrying — that RL
-can discover is worth more: R1-Zero's story in miniature. Only train-split instances appear.
+Each document is a prompt in the short template followed by a worked solution and EOS, in
+English (most) and Chinese: Countdown, Arithmetic, Knights and Knaves, toy code, and a share of
+non-reasoning answers (an empty think block, the answer at once; R1 mixed such data into its
+SFT). Only train-split instances appear.
+
+The solutions are written to leave a base with some, far from full, ability and a behaviour —
+checking and retrying — that RL can discover is worth more: R1-Zero's story in miniature.
+
+- Countdown (``countdown.worked_solution``): attempts of varying quality, each computed and
+  checked against the target; after a failed check a new attempt follows only *sometimes*
+  ("wait, let me try again."), otherwise the document gives up with a wrong answer.
+- Knights and Knaves (``knights_knaves.worked_solution``): case analysis — try an assignment,
+  check each statement in order until a contradiction or all hold; retry only sometimes.
+- Toy code (``toycode.worked_solution``): the return expression checked on one input; a first
+  slip is sometimes caught and fixed, and a share of documents keeps a wrong constant.
+- Arithmetic: step-by-step evaluation (always right).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from r1lab.tasks import arithmetic, countdown
+from r1lab.tasks import arithmetic, countdown, knights_knaves, toycode
 from r1lab.tasks.base import SHORT_TEMPLATE
 
 
 @dataclass
 class CorpusMix:
-    countdown_share: float = 0.75
+    """Shares of the document kinds (normalised), the Chinese share, and each kind's style."""
+
+    countdown_share: float = 0.55
+    arithmetic_share: float = 0.10
+    kk_share: float = 0.15
+    code_share: float = 0.12
+    direct_share: float = 0.08  # non-reasoning answers, over all four tasks
     zh_share: float = 0.15
-    style: countdown.CorpusStyle = None  # type: ignore[assignment]
+    kk_people: tuple[int, int] = (2, 4)
+    kk_depth: int = 2
+    style: countdown.CorpusStyle = field(default_factory=countdown.CorpusStyle)
+    kk_style: knights_knaves.KKStyle = field(default_factory=lambda: knights_knaves.KKStyle(retry=0.5))
+    code_style: toycode.CodeStyle = field(default_factory=lambda: toycode.CodeStyle(slip=0.2, wrong=0.5))
 
-    def __post_init__(self):
-        if self.style is None:
-            self.style = countdown.CorpusStyle()
+
+def _countdown(rng: random.Random, lang: str, mix: CorpusMix, direct: bool) -> tuple[str, str]:
+    nums, target = countdown.random_instance(rng, split="train")
+    q = countdown.PHRASES[lang]["question"].format(nums=" ".join(map(str, nums)), target=target)
+    if direct:
+        return q, f"</think><answer>{rng.choice(countdown.solutions(nums, target))[0]}</answer>"
+    return q, countdown.worked_solution(nums, target, lang, rng, mix.style)
 
 
-def document(rng: random.Random, mix: CorpusMix) -> str:
-    """One document (without EOS)."""
-    lang = "zh" if rng.random() < mix.zh_share else "en"
-    if rng.random() < mix.countdown_share:
-        nums, target = countdown.random_instance(rng, split="train")
-        nums_text = " ".join(map(str, nums))
-        q = countdown.PHRASES[lang]["question"].format(nums=nums_text, target=target)
-        body = countdown.worked_solution(nums, target, lang, rng, mix.style)
-    else:
-        while True:
-            nums, ops = arithmetic.random_expression(rng)
-            expr = arithmetic.render(nums, ops)
-            if arithmetic.split_of(expr) == "train":
-                break
-        q = arithmetic.QUESTION[lang].format(expr=expr)
-        body = arithmetic.worked_solution(nums, ops)
-    return SHORT_TEMPLATE.format(question=q) + body
+def _arithmetic(rng: random.Random, lang: str, mix: CorpusMix, direct: bool) -> tuple[str, str]:
+    while True:
+        nums, ops = arithmetic.random_expression(rng)
+        expr = arithmetic.render(nums, ops)
+        if arithmetic.split_of(expr) == "train":
+            break
+    body = arithmetic.worked_solution(nums, ops)
+    return arithmetic.QUESTION[lang].format(expr=expr), ("</think>" + body.split("</think>")[1] if direct else body)
+
+
+def _kk(rng: random.Random, lang: str, mix: CorpusMix, direct: bool) -> tuple[str, str]:
+    n = rng.randint(*mix.kk_people)
+    statements, sol = knights_knaves.random_puzzle(rng, n, mix.kk_depth, split="train")
+    names = rng.sample(knights_knaves.NAMES[lang], n)
+    q = knights_knaves.quiz_text(statements, names, lang)
+    if direct:
+        return q, "</think><answer>" + knights_knaves.answer_text(names, list(sol), lang) + "</answer>"
+    return q, knights_knaves.worked_solution(statements, names, lang, rng, mix.kk_style)
+
+
+def _code(rng: random.Random, lang: str, mix: CorpusMix, direct: bool, train: list) -> tuple[str, str]:
+    name, k, j = rng.choice(train)
+    row = toycode.problem(name, k, j, rng, lang)
+    if direct:
+        return row["spec"], toycode.code_answer(row)
+    return row["spec"], toycode.worked_solution(row, rng, lang, mix.code_style)
 
 
 def documents(n: int, seed: int, mix: CorpusMix | None = None) -> list[str]:
+    """``n`` documents (without EOS), deterministic in ``seed``."""
     rng = random.Random(f"corpus-{seed}")
     mix = mix or CorpusMix()
-    return [document(rng, mix) for _ in range(n)]
+    train_code = [i for i in toycode.instances() if toycode.split_of(*i) == "train"]
+    kinds = [(_countdown, mix.countdown_share), (_arithmetic, mix.arithmetic_share), (_kk, mix.kk_share),
+             (lambda r, lang, m, d: _code(r, lang, m, d, train_code), mix.code_share)]
+    makers, weights = zip(*kinds)
+    out = []
+    for _ in range(n):
+        lang = "zh" if rng.random() < mix.zh_share else "en"
+        direct = rng.random() < mix.direct_share
+        q, body = rng.choices(makers, weights)[0](rng, lang, mix, direct)
+        out.append(SHORT_TEMPLATE.format(question=q) + body)
+    return out

@@ -166,17 +166,30 @@ def parse_roles(text: str, names: list[str]) -> dict[str, bool] | None:
     return roles
 
 
+@dataclass
+class KKStyle:
+    """How a corpus solution behaves: tries, a retry after a contradiction only sometimes."""
+
+    first_correct: float = 0.2  # chance a try is the solution (else an untried wrong assignment)
+    retry: float = 1.0  # chance a contradiction is followed by "wait, ..." and a new try (else give up)
+    max_tries: int = 8
+
+
+RETRY = {"en": ["wait, let me try again.", "wait, let me check."], "zh": ["等等，再试一次。", "等等，让我检查一下。"]}
+
+
 def worked_solution(statements: list[Statement], names: list[str], lang: str, rng: random.Random,
-                    max_tries: int = 4) -> str:
-    """A check-based trace: try assignments (a few wrong ones first, then the right one), test each
-    statement, reject on a contradiction. Used by the corpus and for hand-checkable examples."""
+                    style: KKStyle | None = None) -> str:
+    """The text after ``<think>``: tries of assignments, each statement checked in order until a
+    contradiction ("no") or all hold ("works"); after a contradiction a retry follows with
+    probability ``style.retry``, else the text gives up and answers its last (wrong) try."""
+    style = style or KKStyle()
     sol = solutions(statements)[0]
     wrong = [a for a in itertools.product((True, False), repeat=len(names)) if a != sol]
     rng.shuffle(wrong)
-    tries = wrong[: rng.randint(0, min(max_tries - 1, len(wrong)))] + [sol]
-    role = ROLE[lang]
-    out = []
-    for assign in tries:
+    role, out, assign = ROLE[lang], [], sol
+    for attempt in range(style.max_tries):
+        assign = sol if (rng.random() < style.first_correct or not wrong) else wrong.pop()
         guess = ", ".join(f"{x} {role[0 if k else 1]}" for x, k in zip(names, assign))
         out.append(("try " if lang == "en" else "假设 ") + guess + (":" if lang == "en" else "："))
         for i, s in enumerate(statements):
@@ -186,7 +199,11 @@ def worked_solution(statements: list[Statement], names: list[str], lang: str, rn
                 break
         else:
             out.append("works" if lang == "en" else "成立")
-    return " ".join(out)
+            break
+        if attempt == style.max_tries - 1 or rng.random() >= style.retry:
+            break
+        out.append(rng.choice(RETRY[lang]))
+    return " ".join(out) + "</think><answer>" + answer_text(names, list(assign), lang) + "</answer>"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -135,14 +136,45 @@ def toy_problems(split: str, seed: int = 0, lang: str = "en") -> list[dict]:
     return rows
 
 
-def worked_solution(row: dict, rng: random.Random, lang: str = "en", slip: float = 0.2) -> str:
-    """think + answer text for the corpus: the function, one check, sometimes a fixed first slip."""
+@dataclass(frozen=True)
+class CodeStyle:
+    """How a corpus solution behaves: a first slip that the check catches and fixes, or a wrong
+    constant that stays (the corpus base should be right only part of the time)."""
+
+    slip: float = 0.2  # chance of a wrong first attempt, caught and fixed
+    wrong: float = 0.0  # chance the answer keeps a wrong constant (no check catches it)
+
+
+def perturb(body: str, rng: random.Random) -> str:
+    """The body with one integer constant off by one (or an operator swapped when there is none)."""
+    nums = list(re.finditer(r"(?<![\w.])\d+", body))
+    if nums:
+        m = rng.choice(nums)
+        value = int(m.group()) + rng.choice((-1, 1)) if int(m.group()) > 0 else 1
+        return body[: m.start()] + str(value) + body[m.end():]
+    return body.replace(" + ", " - ", 1) if " + " in body else body + " + 1"
+
+
+def worked_solution(row: dict, rng: random.Random, lang: str = "en", style: CodeStyle | None = None) -> str:
+    """The text after ``<think>``: the return expression and a check on one input, then the code."""
+    style = style or CodeStyle()
     body = row["canonical_solution"].strip()
     x, y = row["example_input"], row["example_output"]
+    ok = "ok" if lang == "en" else "对"
     parts = []
-    if rng.random() < slip:  # a first attempt with an off-by-one constant, caught by the check
-        wrong = body.replace(" + ", " - ", 1) if " + " in body else body + " + 1"
-        parts.append(f"{wrong} gives a different f({x!r}), " + ("no wait, let me fix it." if lang == "en" else "等等，改一下。"))
-    parts.append(f"{body} so f({x!r}) = {y!r} " + ("ok" if lang == "en" else "对"))
+    if rng.random() < style.slip:
+        parts.append(f"{perturb(body, rng)} gives a different f({x!r}), "
+                     + ("wait, let me fix it." if lang == "en" else "等等，改一下。"))
+    if rng.random() < style.wrong:
+        body = perturb(body, rng)
+        parts.append(f"{body} looks right " + ok)
+    else:
+        parts.append(f"{body} so f({x!r}) = {y!r} {ok}")
+    return " ".join(parts) + code_answer(row, body)
+
+
+def code_answer(row: dict, body: str | None = None) -> str:
+    """``</think><answer>`` + the fenced function (the row's own body unless given) + ``</answer>``."""
+    body = body if body is not None else row["canonical_solution"].strip()
     code = row["prompt"].split("\n")[0] + "\n    " + body
-    return " ".join(parts) + f"</think><answer>\n```python\n{code}\n```\n</answer>"
+    return f"</think><answer>\n```python\n{code}\n```\n</answer>"

@@ -138,7 +138,7 @@ def test_corpus_style_answers_are_right_exactly_when_the_trace_works():
     rng = random.Random(11)
     task = get_task("knights_knaves")
     seen = {True: 0, False: 0}
-    for i in range(150):
+    for _ in range(150):
         statements, sol = random_puzzle(rng, rng.randint(2, 4), 2)
         names = NAMES[: len(sol)] if len(sol) <= 3 else NAMES + ["Liam"]
         text = worked_solution(statements, names, "en", rng, KKStyle(retry=0.5))

@@ -65,6 +65,15 @@ CASES = {
     "zero: bad bool": (["zero", "--resume", "maybe"], "--resume"),
     "zero: missing model": (["zero", "--model", "./no-model-here"], "no-model-here"),
     "zero: missing recipe": (["zero", "--recipe", "/no/such.toml"], "/no/such.toml"),
+    # sft
+    "sft: no data": (["sft"], "--data"),
+    "sft: missing data file": (["sft", "--data", "/no/such.jsonl"], "/no/such.jsonl"),
+    "sft: bad template": (["sft", "--data", "x.jsonl", "--template", "fancy"], "template"),
+    "sft: impossible epochs": (["sft", "--data", "x.jsonl", "--epochs", "0"], "epochs"),
+    # tasks beyond countdown
+    "eval: bad task option": (["eval", "--task", "knights_knaves", "--task-options", "max_people=99"], "max_people"),
+    "eval: unknown mixture member": (["eval", "--task", "countdown:0.5,nope:0.5"], "unknown task 'nope'"),
+    "eval: bad mixture weight": (["eval", "--task", "countdown:0,knights_knaves:1"], "> 0"),
     # report
     "report: missing dir": (["report", "/no/such/run"], "/no/such/run"),
     "report: no run dir given": (["report"], "run_dir"),
@@ -89,6 +98,13 @@ def test_bad_recipe_is_one_line_exit_2(text, needle, bad_recipe, capsys, tmp_pat
     monkeypatch.chdir(tmp_path)
     code, err = run_cli(["zero", "--recipe", bad_recipe(text)], capsys)
     assert_one_line(code, err, needle, "r.toml")
+
+
+def test_sft_malformed_row_names_file_line_field(tmp_path, capsys):
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n')
+    code, err = run_cli(["sft", "--data", str(data), "--output-dir", str(tmp_path / "run")], capsys)
+    assert_one_line(code, err, "rows.jsonl:2: field 'response'")
 
 
 def test_zero_refuses_to_overwrite_a_checkpoint(tiny_model_dir, tmp_path, capsys):

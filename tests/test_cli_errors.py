@@ -70,6 +70,10 @@ CASES = {
     "sft: missing data file": (["sft", "--data", "/no/such.jsonl"], "/no/such.jsonl"),
     "sft: bad template": (["sft", "--data", "x.jsonl", "--template", "fancy"], "template"),
     "sft: impossible epochs": (["sft", "--data", "x.jsonl", "--epochs", "0"], "epochs"),
+    # sample
+    "sample: unknown filter": (["sample", "--filters", "tags", "pretty"], "pretty"),
+    "sample: impossible keep": (["sample", "--keep", "best"], "keep"),
+    "sample: impossible k": (["sample", "--k", "0"], "k,"),
     # tasks beyond countdown
     "eval: bad task option": (["eval", "--task", "knights_knaves", "--task-options", "max_people=99"], "max_people"),
     "eval: unknown mixture member": (["eval", "--task", "countdown:0.5,nope:0.5"], "unknown task 'nope'"),

@@ -194,6 +194,36 @@ class Countdown(Task):
     def extract(self, completion: str) -> str | None:
         return self.tagged_answer(completion)
 
+    def relabel(self, example: dict, completion: str) -> tuple[dict, str] | None:
+        """Hindsight: a wrong but well-formed answer that uses each number once and reaches an
+        integer becomes a correct example of *that* target; the final check ("… = y no") is
+        rewritten to "ok" when it computed y. None when no exact relabel exists."""
+        parsed = self.answer_and_think(completion)
+        if parsed is None:
+            return None
+        think, answer = parsed
+        res = evaluate_expression(answer)
+        if res is None or sorted(res[1]) != sorted(example["nums"]) or res[0].denominator != 1:
+            return None
+        value = int(res[0])
+        if value == example["target"] or not 0 < value <= MAX_TARGET:
+            return None
+        if split_of(tuple(example["nums"]), value) != "train":  # never train on a held-out instance
+            return None
+        for lang in PHRASES:
+            tail = f"={value} {PHRASES[lang]['no']}"
+            if think.endswith(tail):
+                cut = completion.index("</think>")
+                fixed = completion[:cut][: -len(PHRASES[lang]["no"])] + PHRASES[lang]["ok"] + completion[cut:]
+                return {**example, "target": value, "answer": str(value), "relabelled_from": example["target"]}, fixed
+        return None
+
+    def answer_and_think(self, completion: str) -> tuple[str, str] | None:
+        from r1lab.rewards.format import parse_response
+
+        p = parse_response(completion, self.prompt_opens_think())
+        return (p.think, p.answer) if p.format_ok and p.answer else None
+
     def check(self, example: dict, answer: str) -> bool:
         res = evaluate_expression(answer)
         if res is None:

@@ -1,0 +1,75 @@
+"""Readability of a response, as R1's rejection sampling filtered it, and the filters themselves.
+
+    problems(text, lang="en", code_task=False)   # [] or e.g. ["mixed_language", "code_block"]
+    readability_stats(texts, langs)              # means for eval/zero reports
+
+R1 (§2.3.3) dropped chains of thought "with mixed languages, long paragraphs, and code blocks",
+and kept only well-formed ones. Each rule here is a pure function of the text:
+
+- ``mixed_language``: language consistency of the reasoning (``rewards.language``) below a
+  threshold (default 0.95) in the prompt's language;
+- ``long_paragraph``: a paragraph (text between blank lines) longer than ``max_paragraph``
+  characters (default 1200);
+- ``code_block``: a fenced code block in a task that is not a code task;
+- ``tags``: a missing, repeated or misplaced think/answer tag (``rewards.format``);
+- ``too_long``: more than ``max_chars`` characters (0 = no limit).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from r1lab.rewards.format import parse_response
+from r1lab.rewards.language import language_consistency
+
+RULES = ("tags", "mixed_language", "long_paragraph", "code_block", "too_long")
+_FENCE = re.compile(r"```")
+
+
+@dataclass(frozen=True)
+class Limits:
+    min_consistency: float = 0.95
+    max_paragraph: int = 1200
+    max_chars: int = 0
+
+
+def longest_paragraph(text: str) -> int:
+    """Characters in the longest paragraph (paragraphs are separated by blank lines)."""
+    return max((len(p.strip()) for p in re.split(r"\n\s*\n", text or "")), default=0)
+
+
+def has_code_block(text: str) -> bool:
+    return len(_FENCE.findall(text or "")) >= 2
+
+
+def problems(text: str, lang: str = "en", code_task: bool = False, limits: Limits | None = None,
+             prompt_opens_think: bool = True) -> list[str]:
+    """The rules ``text`` breaks, in ``RULES`` order (``[]`` = readable)."""
+    lim = limits or Limits()
+    parsed = parse_response(text, prompt_opens_think)
+    out = []
+    if not parsed.format_ok:
+        out.append("tags")
+    if language_consistency(parsed.think, lang) < lim.min_consistency:
+        out.append("mixed_language")
+    if longest_paragraph(text) > lim.max_paragraph:
+        out.append("long_paragraph")
+    if not code_task and has_code_block(text):
+        out.append("code_block")
+    if lim.max_chars and len(text or "") > lim.max_chars:
+        out.append("too_long")
+    return out
+
+
+def readability_stats(texts: list[str], langs: list[str], prompt_opens_think: bool = True) -> dict[str, float]:
+    """Means over responses: language consistency of the reasoning in its prompt's language,
+    share with mixed languages (consistency < 0.95), longest paragraph (characters)."""
+    if not texts:
+        return {}
+    cons = [language_consistency(parse_response(t, prompt_opens_think).think, lang) for t, lang in zip(texts, langs)]
+    return {
+        "language_consistency": sum(cons) / len(cons),
+        "mixed_language_share": sum(c < Limits().min_consistency for c in cons) / len(cons),
+        "longest_paragraph": sum(longest_paragraph(t) for t in texts) / len(texts),
+    }

@@ -7,7 +7,13 @@ import random
 
 import pytest
 
-from r1lab.evaluation.readability import Limits, has_code_block, longest_paragraph, problems, readability_stats
+from r1lab.evaluation.readability import (
+    Limits,
+    has_code_block,
+    longest_paragraph,
+    problems,
+    readability_stats,
+)
 from r1lab.tasks import get_task
 from r1lab.train.rejection import Candidate, Rules, select
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from r1lab.config import ConfigError, to_dict
 from r1lab.engine.rollout import HFEngine, SamplingParams
@@ -32,7 +31,7 @@ from r1lab.evaluation.readability import Limits
 from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model
 from r1lab.rewards.safe import RewardRunner
 from r1lab.tasks import TASKS, check_spec, get_task, task_kwargs
-from r1lab.train.rejection import RULES_HELP, Candidate, Rules, select
+from r1lab.train.rejection import RULES_HELP, Rules, sample_groups, select
 
 HELP = "rejection sampling: k samples per prompt, graded, filtered, written as an SFT dataset"
 
@@ -101,7 +100,8 @@ def run(cfg: Config) -> dict:
     model = load_model(cfg.model, device=device)
     engine = HFEngine(model, tok, max_batch=cfg.batch_size)
     rewards = RewardRunner(task, None, cfg.reward_timeout)
-    groups = sample_groups(cfg, task, tok, engine, rewards, examples)
+    params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 0, ("</answer>",), seed=cfg.seed)
+    groups = sample_groups(task, tok, engine, rewards, examples, cfg.k, params, cfg.batch_size)
     rules = Rules(keep=cfg.keep, top_n=cfg.top_n, max_per_prompt=cfg.max_per_prompt, dedupe=cfg.dedupe,
                   filters=tuple(cfg.filters), limits=Limits(cfg.min_consistency, cfg.max_paragraph, cfg.max_chars),
                   language=cfg.language, hindsight=cfg.hindsight, start_state=cfg.start_state,
@@ -121,26 +121,3 @@ def run(cfg: Config) -> dict:
     out.with_suffix(".summary.json").write_text(json.dumps(provenance, indent=2, ensure_ascii=False))
     print(json.dumps(summary, ensure_ascii=False))
     return summary
-
-
-def sample_groups(cfg: Config, task, tok, engine: HFEngine, rewards: RewardRunner, examples: list[dict]) -> list:
-    """k scored samples for every example, as ``Candidate`` groups (one per prompt)."""
-    per_chunk = max(1, cfg.batch_size // cfg.k)
-    groups = []
-    bar = tqdm(total=len(examples), desc="sample", unit="prompt", dynamic_ncols=True)
-    for start in range(0, len(examples), per_chunk):
-        chunk = examples[start : start + per_chunk]
-        prompts = [task.prompt(ex, tok) for ex in chunk]
-        params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 0, ("</answer>",),
-                                seed=cfg.seed * 1_000_003 + start)
-        out = engine.generate(prompts, params, n=cfg.k)
-        flat = [ex for ex in chunk for _ in range(cfg.k)]
-        texts = [s.text for s in out.samples]
-        values, comps, _ = rewards(flat, texts)
-        for i, ex in enumerate(chunk):
-            sl = range(i * cfg.k, (i + 1) * cfg.k)
-            groups.append([Candidate(ex, prompts[i], texts[j], values[j], bool(comps[j].get("accuracy", 0.0)))
-                           for j in sl])
-        bar.update(len(chunk))
-    bar.close()
-    return groups

@@ -165,3 +165,30 @@ def _non_reasoning(correct: list[Candidate], task, rng: random.Random, cap: int)
         seen.add((c.prompt, answer))
         out.append(_row(c, "non_reasoning", response=f"</think><answer>{answer}</answer>"))
     return out
+
+
+def sample_groups(task, tok, engine, rewards, examples: list[dict], k: int, params, batch_size: int = 256,
+                  desc: str = "sample") -> list[list[Candidate]]:
+    """k scored samples for every example through ``engine`` (one ``Candidate`` group per prompt);
+    ``rewards`` is a ``RewardRunner`` (a raising or hanging reward scores 0). Chunk c's sampling seed
+    is ``params.seed * 1_000_003 + c``, so a run is reproducible."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    per_chunk = max(1, batch_size // k)
+    groups = []
+    bar = tqdm(total=len(examples), desc=desc, unit="prompt", dynamic_ncols=True)
+    for start in range(0, len(examples), per_chunk):
+        chunk = examples[start : start + per_chunk]
+        prompts = [task.prompt(ex, tok) for ex in chunk]
+        out = engine.generate(prompts, replace(params, seed=(params.seed or 0) * 1_000_003 + start), n=k)
+        flat = [ex for ex in chunk for _ in range(k)]
+        texts = [s.text for s in out.samples]
+        values, comps, _ = rewards(flat, texts)
+        for i, ex in enumerate(chunk):
+            groups.append([Candidate(ex, prompts[i], texts[j], values[j], bool(comps[j].get("accuracy", 0.0)))
+                           for j in range(i * k, (i + 1) * k)])
+        bar.update(len(chunk))
+    bar.close()
+    return groups

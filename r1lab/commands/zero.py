@@ -35,7 +35,6 @@ from tqdm import tqdm
 from r1lab import runtime
 from r1lab.config import ConfigError, to_dict
 from r1lab.engine.rollout import HFEngine, SamplingParams
-from r1lab.errors import UserError
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import (
     load_model,
@@ -46,15 +45,13 @@ from r1lab.models import (
     save_pretrained_atomic,
 )
 from r1lab.rewards.safe import RewardRunner
+from r1lab.rl import loop as rl_loop
 from r1lab.rl.collect import Prompts
 from r1lab.rl.learner import Critic, Learner
 from r1lab.rl.settings import RLSettings
-from r1lab.rl.step import rl_step
-from r1lab.rl.update import NonFiniteError
 from r1lab.rl.value import ValueModel
 from r1lab.tasks import TASKS, check_spec, get_task, task_kwargs
 from r1lab.train import checkpoint
-from r1lab.train.schedule import lr_at
 from r1lab.train.tracking import RunLog, parse_report_to
 
 HELP = "R1-Zero: GRPO (or PPO) from a base model with rule rewards"
@@ -109,6 +106,8 @@ class Config(RLSettings):
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto | cpu | cuda[:N], not {self.device!r}")
         parse_report_to(self.report_to)
+        if self.algo == "distill":
+            raise ConfigError("algo 'distill' needs a teacher: use `r1lab distill --mode on-policy`")
 
 
 def run(cfg: Config) -> dict:
@@ -133,35 +132,13 @@ def run(cfg: Config) -> dict:
     prompts = Prompts(train, lambda ex: task.prompt(ex, tok), stop=("</answer>",))
     engine = HFEngine(learner.policy, tok, max_batch=max(256, cfg.prompts_per_step * cfg.group_size))
     rewards = RewardRunner(task, cfg.reward_fn or None, cfg.reward_timeout)
-    start = restore(learner, ckpt) if ckpt is not None else 0
+    start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     runlog = RunLog(run_dir, cfg.report_to, start, config=to_dict(cfg))
     t_start = time.time()
-    eval_file = run_dir / "eval.jsonl"
-    evals = [json.loads(x) for x in eval_file.read_text().splitlines()] if start and eval_file.is_file() else []
-    if start == 0:
-        evals.append(held_out(cfg, learner.policy, tok, task, test, 0, runlog))
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="zero", unit="step", dynamic_ncols=True)
-    for step in bar:
-        lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule)
-        try:
-            result = rl_step(step, learner, engine, prompts, rewards, cfg, lr)
-        except NonFiniteError as exc:
-            raise UserError(f"{exc}. Last good checkpoint: {run_dir / 'checkpoint'}") from exc
-        stats = result.metrics
-        runlog.write("metrics.jsonl", {"step": step, **stats}, prefix="train/")
-        bar.set_postfix(reward=f"{stats['reward']:.3f}", acc=f"{stats['accuracy']:.3f}", len=f"{stats['response_length']:.0f}")
-        if cfg.ref_refresh and learner.ref is not None and (step + 1) % cfg.ref_refresh == 0:
-            learner.ref.load_state_dict(learner.policy.state_dict())
-        if cfg.sample_every and step % cfg.sample_every == 0:
-            for row in result.shown[:3]:
-                runlog.write("samples.jsonl", {"step": step, **row}, prefix=None)
-        last = step == cfg.steps - 1
-        if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
-            evals.append(held_out(cfg, learner.policy, tok, task, test, step + 1, runlog))
-        if last or (step + 1) % cfg.save_every == 0:
-            save(run_dir, learner, tok, step + 1, keep_ref=bool(cfg.ref_refresh))
-    bar.close()
+    evals = rl_loop.train(learner, engine, prompts, rewards, cfg,
+                          rl_loop.Schedule(cfg.steps, cfg.eval_every, cfg.save_every, cfg.sample_every), run_dir, runlog,
+                          tok, lambda step: held_out(cfg, learner.policy, tok, task, test, step, runlog), start, "zero")
     runlog.close()
     final_dir = run_dir / "final"
     save_pretrained_atomic(learner.policy, tok, final_dir)
@@ -197,33 +174,6 @@ def build_learner(cfg: Config, ckpt: Path | None, device: str) -> tuple[Learner,
         critic = Critic(value, torch.optim.AdamW(value.parameters(), lr=cfg.value_lr, weight_decay=0.0))
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     return Learner(policy, opt, pad_id(tok), ref=ref, critic=critic), tok
-
-
-def restore(learner: Learner, ckpt: Path) -> int:
-    """Optimizer states, RNG and the bad-step count from ``ckpt``; returns the step to run next."""
-    state = checkpoint.load_state(ckpt)
-    learner.optimizer.load_state_dict(state["optimizer"])
-    if learner.critic is not None and state.get("value_optimizer"):
-        learner.critic.optimizer.load_state_dict(state["value_optimizer"])
-    checkpoint.set_rng_state(state["rng"])
-    learner.bad_steps = state.get("bad_steps", 0)
-    log.warning("resumed from %s at step %d", ckpt, state["step"])
-    return state["step"]
-
-
-def save(run_dir: Path, learner: Learner, tok, next_step: int, keep_ref: bool) -> None:
-    models = {"policy": learner.policy}
-    if learner.ref is not None and keep_ref:  # a refreshed reference is no longer the base
-        models["ref"] = learner.ref
-    if learner.critic is not None:
-        models["value"] = learner.critic.model
-    state = {
-        "step": next_step,
-        "optimizer": learner.optimizer.state_dict(),
-        "value_optimizer": learner.critic.optimizer.state_dict() if learner.critic else None,
-        "bad_steps": learner.bad_steps,
-    }
-    checkpoint.save(run_dir, models, tok, state)
 
 
 def held_out(cfg: Config, policy, tok, task, test: list[dict], step: int, runlog: RunLog) -> dict:

@@ -3,6 +3,7 @@
     learner = Learner(policy, torch.optim.AdamW(policy.parameters(), lr=1e-4), pad_id=tok.pad_token_id)
     learner = Learner(policy, opt, pad_id, ref=frozen_copy)                          # β > 0
     learner = Learner(policy, opt, pad_id, critic=Critic(value_model, value_opt))    # PPO
+    learner = Learner(student, opt, pad_id, teacher=frozen_teacher)                  # on-policy distillation
 
 ``bad_steps`` counts non-finite updates in a row; it is part of a run's checkpoint.
 """
@@ -30,6 +31,7 @@ class Learner:
     pad_id: int
     ref: Any = None  # frozen reference model (required when β > 0)
     critic: Critic | None = None  # PPO; None = GRPO (group baseline)
+    teacher: Any = None  # on-policy distillation: advantages are the teacher's per-token log-ratio
     bad_steps: int = 0
 
     @property

@@ -17,7 +17,8 @@ from r1lab.train.schedule import SCHEDULES
 
 @dataclass
 class RLSettings:
-    algo: str = field(default="grpo", metadata={"help": "grpo | ppo (value-model baseline)"})
+    algo: str = field(default="grpo", metadata={
+        "help": "grpo | ppo (value-model baseline) | distill (on-policy distillation: reverse KL to a teacher)"})
     # rollout
     prompts_per_step: int = field(default=16, metadata={"help": "B: prompts per step"})
     group_size: int = field(default=16, metadata={"help": "G: samples per prompt"})
@@ -66,8 +67,8 @@ class RLSettings:
 
     def validate(self) -> None:
         """Reject impossible combinations before any work, each with what to change."""
-        if self.algo not in ("grpo", "ppo"):
-            raise ConfigError(f"algo must be 'grpo' or 'ppo', not {self.algo!r}")
+        if self.algo not in ("grpo", "ppo", "distill"):
+            raise ConfigError(f"algo must be grpo | ppo | distill, not {self.algo!r}")
         if self.prompts_per_step < 1 or self.group_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("prompts_per_step, group_size and max_new_tokens must be >= 1")
         if self.group_size < 2 and self.algo == "grpo":

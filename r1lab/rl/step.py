@@ -6,8 +6,8 @@
     result = rl_step(step, learner, engine, prompts, RewardRunner(task), RLSettings(), lr=1e-4)
     result.metrics["reward"], result.metrics["kl"], result.shown[0]["completion"]
 
-GRPO and PPO share every line but the advantage (group baseline vs a critic's GAE, chosen by
-whether the learner has a critic); Dr. GRPO, DAPO and GSPO are settings of the same step
+GRPO, PPO and on-policy distillation share every line but the advantage (group baseline, a
+critic's GAE, or a teacher's per-token log-ratio, chosen by what the learner holds); Dr. GRPO, DAPO and GSPO are settings of the same step
 (``RLSettings``). The engine samples from the policy's own weights, so it sees each update at
 once. Nothing here writes files or knows about run directories: commands log ``metrics``.
 """
@@ -46,6 +46,7 @@ def rl_step(step: int, learner: Learner, engine: Engine, prompts: Prompts, rewar
         return StepResult(stats, shown)
     batch = prepare(groups, learner, settings)  # π_old, π_ref, V_old -> advantages
     stats["trained_share"] = float(batch.train.float().mean())
+    stats.update(batch.stats)
     t1 = time.time()
     stats.update(update(batch, learner, settings, lr, step))  # μ epochs of clipped-surrogate steps
     stats.update({"time/update": time.time() - t1, "time/step": time.time() - t0, "lr": lr})

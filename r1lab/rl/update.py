@@ -7,7 +7,11 @@ Shapes: N = B·G sequences of the step, T completion columns (``train/batch.py``
 
 - Advantages: GRPO's group-normalised A_i (R1 eq. 3; ``scale`` picks Dr. GRPO / batch scaling),
   one per sequence (N,), or, when the learner has a critic (PPO), GAE over tokens (N, T) from
-  the sequence reward placed on the last completion token, whitened over the batch.
+  the sequence reward placed on the last completion token, whitened over the batch, or, when it
+  has a teacher (on-policy distillation, GKD with λ = 1 in the sampled-token form of Thinking
+  Machines 2025), A_{i,t} = log π_teacher(y_{i,t}) − log π_old(y_{i,t}): the per-token reverse KL
+  with its sign flipped, so the surrogate's gradient is that of −KL(π_θ ‖ π_teacher) on the
+  student's own samples; rewards are then only logged.
 - π_old is the sampling log-probs the engine recorded (exact for μ = 1, no extra forward), or a
   fresh no-grad pass with ``recompute_old_logp``; π_ref a no-grad pass of the frozen reference
   when β > 0. Both run per micro-batch.
@@ -22,7 +26,7 @@ Shapes: N = B·G sequences of the step, T completion columns (``train/batch.py``
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -53,6 +57,7 @@ class RolloutBatch:
     old_values: torch.Tensor | None = None  # (N, T) PPO V_old
     train: torch.Tensor | None = None  # (N,) bool: rows that need a forward/backward (None = all)
     n_groups: int = 0
+    stats: dict[str, float] = field(default_factory=dict)  # batch-level statistics to log
 
 
 def shared_prompts(model, pk: Packed, settings: RLSettings, pad_id: int, rows: torch.Tensor | None = None):
@@ -78,6 +83,8 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
     ref_logp = torch.zeros_like(mask) if s.beta > 0 else None
     critic = learner.critic
     old_values = torch.zeros_like(mask) if critic is not None else None
+    teacher_logp = torch.zeros_like(mask) if learner.teacher is not None else None
+    sp_teacher = shared_prompts(learner.teacher, pk, s, learner.pad_id) if teacher_logp is not None else None
     sp_old = shared_prompts(learner.policy, pk, s, learner.pad_id) if s.recompute_old_logp else None
     sp_ref = shared_prompts(learner.ref, pk, s, learner.pad_id) if ref_logp is not None else None
     for rows in micro_batches(len(samples), s.micro_batch, pk.lengths, s.micro_batch_tokens, pk.start):
@@ -90,18 +97,29 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
         if old_values is not None:
             ids, t = trim(pk.input_ids, rows, pk.start, pk.mask)
             old_values[rows, :t] = critic.model.completion_values(ids, pk.start)
+        if teacher_logp is not None:
+            lp, _, t = row_logprobs(learner.teacher, pk, rows, s.temperature, shared=sp_teacher)
+            teacher_logp[rows, :t] = lp
     returns = None
-    if critic is None:
+    if teacher_logp is not None:  # on-policy distillation: −(per-token reverse KL) as the advantage
+        adv = torch.where(pk.mask > 0, teacher_logp - old_logp, torch.zeros_like(mask))
+    elif critic is None:
         adv = group_advantages(rewards, s.group_size, s.scale).to(device)
     else:  # PPO: the sequence reward on the last completion token, GAE over tokens
         last = (pk.mask.cumsum(1) == pk.lengths[:, None]) & (pk.mask > 0)
         token_r = torch.where(last, rewards.to(device)[:, None], torch.zeros_like(mask))
         adv, returns = gae(token_r, old_values, pk.mask, gamma=s.gamma, lam=s.gae_lambda)
         adv = masked_whiten(adv, pk.mask)
+    if teacher_logp is not None:
+        m = pk.mask
+        rkl = float(((old_logp - teacher_logp) * m).sum() / m.sum().clamp(min=1))
     train = torch.ones(len(samples), dtype=torch.bool, device=device)
     if s.skip_zero_advantage and s.beta == 0 and critic is None and adv.dim() == 1:
         train = adv != 0
-    return RolloutBatch(pk, mask, old_logp, ref_logp, adv, returns, old_values, train, len(groups))
+    batch = RolloutBatch(pk, mask, old_logp, ref_logp, adv, returns, old_values, train, len(groups))
+    if teacher_logp is not None:
+        batch.stats["reverse_kl"] = rkl
+    return batch
 
 
 def update(batch: RolloutBatch, learner: Learner, s: RLSettings, lr: float, step: int) -> dict[str, float]:

@@ -1,0 +1,106 @@
+"""An RL run as a component: the step loop with logging, evaluation, checkpoints and resume, which
+``r1lab zero``, on-policy distillation and the R1 pipeline's RL stages all call.
+
+    start = restore(learner, ckpt) if ckpt else 0
+    evals = train(learner, engine, prompts, reward, settings, Schedule(steps=150), run_dir, runlog, tok,
+                  evaluate=lambda step: held_out_metrics(step), start=start)
+
+Each step: lr from the schedule -> ``rl.step.rl_step`` -> ``metrics.jsonl`` -> the reference is
+reset to the policy every ``ref_refresh`` steps (R1: 400) -> sampled completions every
+``sample_every`` steps -> ``evaluate(step)`` every ``eval_every`` steps and at the end -> an atomic
+checkpoint every ``save_every`` steps and at the end (policy, reference when refreshed, critic,
+optimizers, RNG, step, bad-step count). ``NonFiniteError`` becomes a one-line ``UserError`` naming
+the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from r1lab.engine.rollout import Engine
+from r1lab.errors import UserError
+from r1lab.rl.collect import Prompts, RewardFn
+from r1lab.rl.learner import Learner
+from r1lab.rl.settings import RLSettings
+from r1lab.rl.step import rl_step
+from r1lab.rl.update import NonFiniteError
+from r1lab.train import checkpoint
+from r1lab.train.schedule import lr_at
+from r1lab.train.tracking import RunLog
+
+log = logging.getLogger("r1lab.rl")
+
+
+@dataclass
+class Schedule:
+    steps: int
+    eval_every: int = 0  # 0 = at the start and the end only
+    save_every: int = 1
+    sample_every: int = 0
+
+
+def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, s: RLSettings, sched: Schedule,
+          run_dir: str | Path, runlog: RunLog, tok, evaluate: Callable[[int], dict] | None = None,
+          start: int = 0, desc: str = "rl") -> list[dict]:
+    """Run steps ``start .. sched.steps - 1``; returns every evaluation row (earlier ones re-read)."""
+    run_dir = Path(run_dir)
+    eval_file = run_dir / "eval.jsonl"
+    evals = [json.loads(x) for x in eval_file.read_text().splitlines()] if start and eval_file.is_file() else []
+    if start == 0 and evaluate is not None:
+        evals.append(evaluate(0))
+    bar = tqdm(range(start, sched.steps), initial=start, total=sched.steps, desc=desc, unit="step", dynamic_ncols=True)
+    for step in bar:
+        lr = lr_at(step, s.lr, s.warmup, sched.steps, s.schedule)
+        try:
+            result = rl_step(step, learner, engine, prompts, reward, s, lr)
+        except NonFiniteError as exc:
+            raise UserError(f"{exc}. Last good checkpoint: {run_dir / 'checkpoint'}") from exc
+        stats = result.metrics
+        runlog.write("metrics.jsonl", {"step": step, **stats}, prefix="train/")
+        bar.set_postfix(reward=f"{stats['reward']:.3f}", acc=f"{stats['accuracy']:.3f}", len=f"{stats['response_length']:.0f}")
+        if s.ref_refresh and learner.ref is not None and (step + 1) % s.ref_refresh == 0:
+            learner.ref.load_state_dict(learner.policy.state_dict())
+        if sched.sample_every and step % sched.sample_every == 0:
+            for row in result.shown[:3]:
+                runlog.write("samples.jsonl", {"step": step, **row}, prefix=None)
+        last = step == sched.steps - 1
+        if evaluate is not None and (last or (sched.eval_every and (step + 1) % sched.eval_every == 0)):
+            evals.append(evaluate(step + 1))
+        if last or (step + 1) % sched.save_every == 0:
+            save(run_dir, learner, tok, step + 1, keep_ref=bool(s.ref_refresh))
+    bar.close()
+    return evals
+
+
+def restore(learner: Learner, ckpt: Path) -> int:
+    """Optimizer states, RNG and the bad-step count from ``ckpt``; returns the step to run next."""
+    state = checkpoint.load_state(ckpt)
+    learner.optimizer.load_state_dict(state["optimizer"])
+    if learner.critic is not None and state.get("value_optimizer"):
+        learner.critic.optimizer.load_state_dict(state["value_optimizer"])
+    checkpoint.set_rng_state(state["rng"])
+    learner.bad_steps = state.get("bad_steps", 0)
+    log.warning("resumed from %s at step %d", ckpt, state["step"])
+    return state["step"]
+
+
+def save(run_dir: Path, learner: Learner, tok, next_step: int, keep_ref: bool) -> None:
+    """An atomic checkpoint of everything a resume needs."""
+    models = {"policy": learner.policy}
+    if learner.ref is not None and keep_ref:  # a refreshed reference is no longer the base
+        models["ref"] = learner.ref
+    if learner.critic is not None:
+        models["value"] = learner.critic.model
+    state = {
+        "step": next_step,
+        "optimizer": learner.optimizer.state_dict(),
+        "value_optimizer": learner.critic.optimizer.state_dict() if learner.critic else None,
+        "bad_steps": learner.bad_steps,
+    }
+    checkpoint.save(run_dir, models, tok, state)

@@ -74,6 +74,10 @@ CASES = {
     "sample: unknown filter": (["sample", "--filters", "tags", "pretty"], "pretty"),
     "sample: impossible keep": (["sample", "--keep", "best"], "keep"),
     "sample: impossible k": (["sample", "--k", "0"], "k,"),
+    # distill
+    "distill: no teacher": (["distill"], "--teacher"),
+    "distill: bad mode": (["distill", "--teacher", "x", "--mode", "offline"], "mode"),
+    "distill: missing teacher": (["distill", "--teacher", "/no/teacher"], "/no/teacher"),
     # tasks beyond countdown
     "eval: bad task option": (["eval", "--task", "knights_knaves", "--task-options", "max_people=99"], "max_people"),
     "eval: unknown mixture member": (["eval", "--task", "countdown:0.5,nope:0.5"], "unknown task 'nope'"),

@@ -77,7 +77,7 @@ CASES = {
     # distill
     "distill: no teacher": (["distill"], "--teacher"),
     "distill: bad mode": (["distill", "--teacher", "x", "--mode", "offline"], "mode"),
-    "distill: missing teacher": (["distill", "--teacher", "/no/teacher"], "/no/teacher"),
+    "distill: missing teacher": (["distill", "--teacher", "/no/teacher", "--student", "default"], "/no/teacher"),
     # tasks beyond countdown
     "eval: bad task option": (["eval", "--task", "knights_knaves", "--task-options", "max_people=99"], "max_people"),
     "eval: unknown mixture member": (["eval", "--task", "countdown:0.5,nope:0.5"], "unknown task 'nope'"),

@@ -78,6 +78,10 @@ CASES = {
     "distill: no teacher": (["distill"], "--teacher"),
     "distill: bad mode": (["distill", "--teacher", "x", "--mode", "offline"], "mode"),
     "distill: missing teacher": (["distill", "--teacher", "/no/teacher", "--student", "default"], "/no/teacher"),
+    # r1
+    "r1: unknown task": (["r1", "--task", "nope"], "unknown task 'nope'"),
+    "r1: impossible stage size": (["r1", "--rl-steps", "0"], "stage sizes"),
+    "r1: ppo stages": (["r1", "--algo", "ppo"], "grpo"),
     # tasks beyond countdown
     "eval: bad task option": (["eval", "--task", "knights_knaves", "--task-options", "max_people=99"], "max_people"),
     "eval: unknown mixture member": (["eval", "--task", "countdown:0.5,nope:0.5"], "unknown task 'nope'"),

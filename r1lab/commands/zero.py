@@ -37,9 +37,6 @@ from r1lab.config import ConfigError, to_dict
 from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import (
-    load_model,
-    load_tokenizer,
-    pad_id,
     pick_device,
     resolve_model,
     save_pretrained_atomic,
@@ -47,9 +44,7 @@ from r1lab.models import (
 from r1lab.rewards.safe import RewardRunner
 from r1lab.rl import loop as rl_loop
 from r1lab.rl.collect import Prompts
-from r1lab.rl.learner import Critic, Learner
 from r1lab.rl.settings import RLSettings
-from r1lab.rl.value import ValueModel
 from r1lab.tasks import TASKS, check_spec, get_task, task_kwargs
 from r1lab.train import checkpoint
 from r1lab.train.tracking import RunLog, parse_report_to
@@ -124,7 +119,7 @@ def run(cfg: Config) -> dict:
     runtime.configure(cfg.threads, cfg.reuse_memory)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    learner, tok = build_learner(cfg, ckpt, device)
+    learner, tok = rl_loop.load_learner(resolve_model(cfg.model), ckpt, cfg, device)
     task = get_task(cfg.task, **task_kwargs(cfg), format_weight=cfg.format_weight, language_weight=cfg.language_weight)
     train, test = task.examples("train"), task.examples("test")[: cfg.eval_problems]
     if not train:
@@ -155,25 +150,6 @@ def run(cfg: Config) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return summary
-
-
-def build_learner(cfg: Config, ckpt: Path | None, device: str) -> tuple[Learner, object]:
-    """Policy, optimizer, reference (β > 0) and critic (PPO), from the checkpoint when resuming."""
-    base = resolve_model(cfg.model)
-    src = str(ckpt / "policy") if ckpt else base
-    tok = load_tokenizer(src)
-    policy = load_model(src, device=device).train()
-    ref = None
-    if cfg.beta > 0:
-        ref_src = str(ckpt / "ref") if ckpt and (ckpt / "ref").is_dir() else base
-        ref = load_model(ref_src, device=device).eval().requires_grad_(False)
-    critic = None
-    if cfg.algo == "ppo":
-        value_src = str(ckpt / "value") if ckpt and (ckpt / "value").is_dir() else base
-        value = ValueModel.from_pretrained(value_src).to(device).train()
-        critic = Critic(value, torch.optim.AdamW(value.parameters(), lr=cfg.value_lr, weight_decay=0.0))
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    return Learner(policy, opt, pad_id(tok), ref=ref, critic=critic), tok
 
 
 def held_out(cfg: Config, policy, tok, task, test: list[dict], step: int, runlog: RunLog) -> dict:

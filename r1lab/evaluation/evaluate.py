@@ -3,7 +3,9 @@
     metrics, records = evaluate(model, tokenizer, task, examples, k=8, params=SamplingParams(192, 0.6, 0.95))
 
 pass@1 is the mean correctness over all k samples (then over problems), cons@k the correctness
-of the majority answer, pass@k the unbiased estimator (``metrics.py``). Sampling goes through
+of the majority answer, pass@k the unbiased estimator (``metrics.py``); also the readability R1
+filtered for: language consistency of the reasoning in the prompt's language, the share of
+responses with mixed languages, the longest paragraph (``readability.py``). Sampling goes through
 ``engine.rollout.HFEngine``, the engine GRPO trains with; grading through the same ``grade()``
 the reward calls. Used by ``r1lab eval`` and by every training command's held-out evaluation.
 """
@@ -16,6 +18,7 @@ from tqdm import tqdm
 
 from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.evaluation.metrics import summarize
+from r1lab.evaluation.readability import readability_stats
 from r1lab.evaluation.reflection import reflection_rate
 
 
@@ -70,6 +73,8 @@ def evaluate(
     metrics.update(per_task(examples, grades, lengths))
     texts = [t for r in records for t in r["responses"]]
     metrics["reflection_rate"] = reflection_rate(texts)
+    langs = [ex.get("language") or getattr(task.options, "language", "en") or "en" for ex in examples for _ in range(k)]
+    metrics.update(readability_stats(texts, langs, task.prompt_opens_think()))
     metrics["truncated_share"] = sum(f == "length" for r in records for f in r["finish"]) / max(1, len(texts))
     metrics["tokens_per_s"] = n_tokens / max(1e-9, time.time() - t0)
     metrics["seconds"] = time.time() - t0

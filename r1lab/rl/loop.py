@@ -20,16 +20,20 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from r1lab.engine.rollout import Engine
 from r1lab.errors import UserError
+from r1lab.models import load_model, load_tokenizer, pad_id
 from r1lab.rl.collect import Prompts, RewardFn
-from r1lab.rl.learner import Learner
+from r1lab.rl.learner import Critic, Learner
 from r1lab.rl.settings import RLSettings
 from r1lab.rl.step import rl_step
 from r1lab.rl.update import NonFiniteError
+from r1lab.rl.value import ValueModel
 from r1lab.train import checkpoint
 from r1lab.train.schedule import lr_at
 from r1lab.train.tracking import RunLog
@@ -76,6 +80,25 @@ def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, 
             save(run_dir, learner, tok, step + 1, keep_ref=bool(s.ref_refresh))
     bar.close()
     return evals
+
+
+def load_learner(base: str, ckpt: Path | None, s: RLSettings, device: str) -> tuple[Learner, Any]:
+    """(learner, tokenizer): the policy and its AdamW, the frozen reference (β > 0) and the critic
+    (PPO), from the checkpoint's copies when resuming, else from ``base``."""
+    src = str(ckpt / "policy") if ckpt else base
+    tok = load_tokenizer(src)
+    policy = load_model(src, device=device).train()
+    ref = None
+    if s.beta > 0:
+        ref_src = str(ckpt / "ref") if ckpt and (ckpt / "ref").is_dir() else base
+        ref = load_model(ref_src, device=device).eval().requires_grad_(False)
+    critic = None
+    if s.algo == "ppo":
+        value_src = str(ckpt / "value") if ckpt and (ckpt / "value").is_dir() else base
+        value = ValueModel.from_pretrained(value_src).to(device).train()
+        critic = Critic(value, torch.optim.AdamW(value.parameters(), lr=s.value_lr, weight_decay=0.0))
+    opt = torch.optim.AdamW(policy.parameters(), lr=s.lr, betas=(0.9, 0.99), weight_decay=s.weight_decay)
+    return Learner(policy, opt, pad_id(tok), ref=ref, critic=critic), tok
 
 
 def restore(learner: Learner, ckpt: Path) -> int:

@@ -98,5 +98,10 @@ class Arithmetic(Task):
     def extract(self, completion: str) -> str | None:
         return self.tagged_answer(completion)
 
+    def demonstration(self, example: dict, rng: random.Random) -> str | None:
+        """Step-by-step evaluation of the expression (always right)."""
+        parts = re.findall(r"\d+|[+*-]", example["expression"])
+        return worked_solution([int(x) for x in parts[::2]], parts[1::2])
+
     def check(self, example: dict, answer: str) -> bool:
         return bool(_INT_RE.match(answer)) and int(answer) == int(example["answer"])

@@ -113,6 +113,11 @@ class Task:
         """Is an extracted answer correct for this example?"""
         raise NotImplementedError
 
+    def demonstration(self, example: dict, rng: Any) -> str | None:
+        """A clean worked solution (the completion after the prompt) for cold-start SFT, or None
+        when the task has no generator of its own solutions."""
+        return None
+
     # --- shared ----------------------------------------------------------------------
     def tagged_answer(self, completion: str) -> str | None:
         """The last <answer>…</answer> content with spaces removed, or None."""

@@ -124,6 +124,14 @@ class Code(Task):
     def extract(self, completion: str) -> str | None:
         return extract_code(completion, self.prompt_opens_think())
 
+    def demonstration(self, example: dict, rng: Any) -> str | None:
+        """A toy problem's expression checked on one input, then the code (toy rows only)."""
+        if "family" not in example:
+            return None
+        from r1lab.tasks.toycode import CodeStyle, worked_solution
+
+        return worked_solution(example, rng, self.options.language, CodeStyle(slip=0.2, wrong=0.0))
+
     def check(self, example: dict, answer: str) -> bool:
         return self.grade(example, answer).correct
 

@@ -194,6 +194,13 @@ class Countdown(Task):
     def extract(self, completion: str) -> str | None:
         return self.tagged_answer(completion)
 
+    def demonstration(self, example: dict, rng: random.Random) -> str | None:
+        """The corpus's attempt-check-retry style, retrying until an attempt is right (or None)."""
+        lang = example.get("language", self.options.language)
+        text = worked_solution(tuple(example["nums"]), example["target"], lang, rng,
+                               CorpusStyle(first_correct=0.35, retry=1.0, max_attempts=6, mix_language=0.0))
+        return text if self.grade(example, text).correct else None
+
     def relabel(self, example: dict, completion: str) -> tuple[dict, str] | None:
         """Hindsight: a wrong but well-formed answer that uses each number once and reaches an
         integer becomes a correct example of *that* target; the final check ("… = y no") is

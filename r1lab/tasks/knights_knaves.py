@@ -274,6 +274,13 @@ class KnightsKnaves(Task):
     def question(self, example: dict) -> str:
         return str(example["quiz"])
 
+    def demonstration(self, example: dict, rng: random.Random) -> str | None:
+        """Case analysis until the consistent assignment (generated puzzles only)."""
+        if "statements" not in example:
+            return None
+        statements = [_as_tuple(s) for s in example["statements"]]
+        return worked_solution(statements, list(example["names"]), self.options.language, rng, KKStyle(retry=1.0))
+
     def extract(self, completion: str) -> str | None:
         ans = self.answer_block(completion)
         return ans if ans else None
@@ -321,3 +328,7 @@ def _jsonable(statements: list[Statement]) -> list:
 
 def _as_list(s: Statement) -> list:
     return [x if not isinstance(x, tuple) else _as_list(x) for x in s]
+
+
+def _as_tuple(s: list) -> Statement:
+    return tuple(_as_tuple(x) if isinstance(x, list) else x for x in s)

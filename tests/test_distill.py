@@ -61,6 +61,7 @@ def test_distill_runs_end_to_end(mode, tiny_model_dir, tmp_path):
                          steps=2, prompts=12, k=4, prompts_per_step=2, group_size=4, max_new_tokens=64, epochs=1,
                          eval_problems=3, eval_k=1, report_to="none", micro_batch=8))
     assert summary["mode"] == mode and summary["start_pass@1"] is not None
+    assert summary["compute"]["teacher_forward_tokens"] > 0 and summary["compute"]["student_train_tokens"] > 0
     assert (tmp_path / mode / "final" / "model.safetensors").is_file()
     if mode == "sft":
         assert summary["teacher_rows"] > 0 and summary["teacher_pass_rate"] > 0

@@ -10,7 +10,9 @@ cosine decay to 1/10). ``--mode on-policy`` (GKD with λ = 1, Thinking Machines 
 samples, and each of its tokens is pushed towards the teacher by the per-token reverse KL
 log π_student − log π_teacher on those tokens (``rl.update``'s teacher advantage, through the
 same RL loop as ``zero``); rewards are only logged. Both evaluate the student on the task's
-held-out problems (pass@1 over ``eval_k`` samples) at the start and the end.
+held-out problems (pass@1 over ``eval_k`` samples) at the start and the end, and report compute
+next to quality: tokens the teacher ran forward, the student generated (on-policy) and the
+student trained on (forward + backward).
 
 Teacher and student must share a tokenizer (the same vocabulary): the on-policy loss compares
 their log-probs token by token, and SFT trains on the teacher's tokens. ``--student student`` is
@@ -152,17 +154,21 @@ def distill_sft(cfg: Config, teacher, student, tok, task, train: list, run_dir: 
         groups = sample_groups(task, tok, engine, RewardRunner(task), examples, cfg.k, params, desc="teacher")
         rows, summary = select(groups, task, Rules(keep=cfg.keep, max_per_prompt=cfg.max_per_prompt), random.Random(cfg.seed), tok)
         summary["teacher_pass_rate"] = sum(c.correct for g in groups for c in g) / max(1, summary["candidates"])
+        summary["teacher_tokens"] = sum(len(tok(c.prompt + c.completion)["input_ids"]) for g in groups for c in g)
         rows_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         (run_dir / "teacher_rows.summary.json").write_text(json.dumps(summary, indent=2))
     if not rows:
         raise ConfigError(f"the teacher {cfg.teacher!r} had no correct readable sample on {cfg.prompts} prompts")
     examples, _ = tokenize(rows, tok, "raw", 4 * cfg.max_new_tokens + 512)
+    teacher_tokens = summary.get("teacher_tokens", 0)
     s = SFTSettings(epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio,
                     weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, tokens_per_step=cfg.tokens_per_step,
                     micro_batch_tokens=max(cfg.micro_batch_tokens, 1), save_every=cfg.save_every,
                     resume=cfg.resume, report_to=cfg.report_to, seed=cfg.seed)
     fitted = fit(student, tok, examples, [], s, run_dir, ckpt, to_dict(cfg), desc="distill")
-    return {"teacher_rows": len(rows), "teacher_pass_rate": summary["teacher_pass_rate"], "sft_steps": fitted["steps"]}
+    return {"teacher_rows": len(rows), "teacher_pass_rate": summary["teacher_pass_rate"], "sft_steps": fitted["steps"],
+            "compute": {"teacher_forward_tokens": teacher_tokens, "student_forward_tokens": 0,
+                        "student_train_tokens": sum(e.length for e in examples) * cfg.epochs}}
 
 
 def distill_on_policy(cfg: Config, teacher, student, tok, task, train: list, run_dir: Path, ckpt) -> dict:
@@ -178,7 +184,9 @@ def distill_on_policy(cfg: Config, teacher, student, tok, task, train: list, run
     runlog.close()
     save_pretrained_atomic(student, tok, run_dir / "final")
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {"steps": cfg.steps, "start_reverse_kl": rows[0].get("reverse_kl"), "final_reverse_kl": rows[-1].get("reverse_kl")}
+    seq = sum(r.get("sequence_tokens", 0) for r in rows)  # every sampled sequence: generated, scored, trained on
+    return {"steps": cfg.steps, "start_reverse_kl": rows[0].get("reverse_kl"), "final_reverse_kl": rows[-1].get("reverse_kl"),
+            "compute": {"teacher_forward_tokens": seq, "student_forward_tokens": seq, "student_train_tokens": seq}}
 
 
 def held_out(cfg: Config, model, tok, task, test: list) -> dict:

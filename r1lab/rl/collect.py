@@ -113,6 +113,7 @@ def rollout_stats(samples: list[Sample], rewards: list[float], comps: list[dict]
         entropy=sum(sum(x.entropies or ()) for x in samples) / max(sum(lengths), 1),
         zero_spread_share=1.0 - sum(spread) / len(spread),
         completion_tokens=sum(lengths),
+        sequence_tokens=sum(len(x.prompt_ids) + len(x.completion_ids) for x in samples),  # prompt + completion
     )
     for key in sorted({k for c in comps for k in c}):
         stats[f"reward/{key}"] = sum(c.get(key, 0.0) for c in comps) / len(comps)

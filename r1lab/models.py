@@ -136,10 +136,27 @@ def _load(loader, name: str | None, **kwargs: Any):
 def load_tokenizer(name: str | None = None):
     from transformers import AutoTokenizer
 
-    tok = _load(AutoTokenizer, name)
+    tok = _load(_tokenizer_class(name) or AutoTokenizer, name)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _tokenizer_class(name: str | None):
+    """``PreTrainedTokenizerFast`` for a local tokenizer saved as a plain fast tokenizer (r1lab's own
+    models): transformers 5's ``AutoTokenizer`` would load it as the model type's class
+    (``Qwen2Tokenizer``), whose own pre-tokenizer splits "\\n    " differently from the
+    ``tokenizer.json`` the model was trained with. None (= ``AutoTokenizer``) for anything else."""
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+
+    cfg = Path(resolve_model(name)) / "tokenizer_config.json"
+    if cfg.is_file() and (cfg.parent / "tokenizer.json").is_file():
+        cls = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class")
+        if cls in ("PreTrainedTokenizerFast", "TokenizersBackend"):
+            return PreTrainedTokenizerFast
+    return None
 
 
 def pad_id(tok) -> int:

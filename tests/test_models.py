@@ -58,3 +58,19 @@ def test_cli_help_lists_commands():
     res = subprocess.run([sys.executable, "-m", "r1lab", "zero", "--prompts-per-step", "3", "--minibatches", "2",
                           "--output-dir", "/tmp/never"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "minibatches" in res.stderr
+
+
+def test_shipped_tokenizer_encodes_exactly_as_its_tokenizer_json():
+    # transformers 5's AutoTokenizer would load it as Qwen2Tokenizer, whose pre-tokenizer splits
+    # "\n    " differently from the tokenizer.json the base was trained with
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from r1lab.models import DEFAULT_MODEL, load_tokenizer
+    from r1lab.tasks.corpus import documents
+
+    raw = Tokenizer.from_file(str(Path(DEFAULT_MODEL) / "tokenizer.json"))
+    tok = load_tokenizer("")
+    for text in documents(300, seed=4) + ["def f(x):\n    return x * 3 + 4", "骑士总说真话 Zoey   is\ta knight"]:
+        assert tok(text, add_special_tokens=False)["input_ids"] == raw.encode(text, add_special_tokens=False).ids

@@ -74,3 +74,11 @@ def test_shipped_tokenizer_encodes_exactly_as_its_tokenizer_json():
     tok = load_tokenizer("")
     for text in documents(300, seed=4) + ["def f(x):\n    return x * 3 + 4", "骑士总说真话 Zoey   is\ta knight"]:
         assert tok(text, add_special_tokens=False)["input_ids"] == raw.encode(text, add_special_tokens=False).ids
+
+
+def test_shipped_student_is_a_quarter_of_the_base_on_its_tokenizer():
+    from r1lab.models import count_parameters, load_model, load_tokenizer
+
+    base, student = load_model(""), load_model("student")
+    assert 0.2 < count_parameters(student) / count_parameters(base) < 0.35
+    assert load_tokenizer("student").get_vocab() == load_tokenizer("").get_vocab()

@@ -32,8 +32,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="r1lab",
-        description="Train reasoning models with the DeepSeek-R1 recipe: pretrain a tiny base, "
-        "R1-Zero GRPO, evaluate, score, report.",
+        description="Train reasoning models with the DeepSeek-R1 recipe: pretrain a tiny base, R1-Zero "
+        "(GRPO/PPO), SFT, rejection sampling, distillation, the four-stage R1 pipeline, evaluate, score, report.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

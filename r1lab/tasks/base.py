@@ -151,9 +151,16 @@ class Task:
     def reward(self, example: dict, completion: str) -> tuple[float, dict[str, float]]:
         """Scalar reward and its components (accuracy, format, language)."""
         g = self.grade(example, completion)
+        return self.assemble_reward(completion, g, float(g.correct))
+
+    def assemble_reward(self, completion: str, g: Grade, credit: float,
+                        extra: dict[str, float] | None = None) -> tuple[float, dict[str, float]]:
+        """accuracy_weight·credit + format_weight·format (+ language_weight·language consistency);
+        ``credit`` is 1/0 correctness, or a task's partial score (share of tests, rg's score);
+        ``extra`` components are logged beside accuracy."""
         o = self.options
-        comps = {"accuracy": float(g.correct), "format": float(g.format_ok)}
-        total = o.accuracy_weight * comps["accuracy"] + o.format_weight * comps["format"]
+        comps = {"accuracy": float(g.correct), **(extra or {}), "format": float(g.format_ok)}
+        total = o.accuracy_weight * credit + o.format_weight * comps["format"]
         if o.language_weight > 0:
             from r1lab.rewards.language import language_consistency
 

@@ -172,11 +172,9 @@ class Code(Task):
             return None, f"tests not runnable: {exc}"[:200]
 
     def reward(self, example: dict, completion: str) -> tuple[float, dict[str, float]]:
-        """accuracy_weight · share of tests passed + format_weight · format; ``accuracy`` = all passed."""
+        """accuracy_weight · share of tests passed + format (+ language); ``accuracy`` = all passed."""
         (g, share), = self._run([example], [completion])
-        o = self.options
-        comps = {"accuracy": float(g.correct), "tests_passed": share, "format": float(g.format_ok)}
-        return o.accuracy_weight * share + o.format_weight * comps["format"], comps
+        return self.assemble_reward(completion, g, share, {"tests_passed": share})
 
 
 def _check_row(row: dict) -> str | None:

@@ -239,17 +239,6 @@ class ReasoningGym(Task):
     def reward(self, example: dict, completion: str) -> tuple[float, dict[str, float]]:
         """accuracy_weight·(score == 1; the score itself with partial_credit) + format (+ language)."""
         g = self.grade(example, completion)
-        o = self.options
         partial = min(1.0, max(0.0, g.score))
-        comps = {"accuracy": float(g.correct), "partial": partial, "format": float(g.format_ok)}
-        total = o.accuracy_weight * (partial if o.partial_credit else comps["accuracy"])
-        total += o.format_weight * comps["format"]
-        if o.language_weight > 0:
-            from r1lab.rewards.language import language_consistency
-
-            think = parse_response(completion, self.prompt_opens_think()).think
-            comps["language"] = language_consistency(think, o.language)
-            total += o.language_weight * comps["language"]
-        if g.error:
-            comps["grader_error"] = 1.0
-        return float(total), comps
+        credit = partial if self.options.partial_credit else float(g.correct)
+        return self.assemble_reward(completion, g, credit, {"partial": partial})

@@ -135,3 +135,16 @@ def test_a_real_process_prints_no_traceback():
     from r1lab.tasks import TASKS
 
     assert out.stderr.strip() == f"r1lab eval: error: unknown task 'nope'; built-in tasks: {', '.join(TASKS)}"
+
+
+@pytest.mark.parametrize(("name", "cmd"), [("sft", "sft"), ("sample", "sample"), ("distill", "distill"),
+                                           ("r1", "r1"), ("zero", "zero")])
+def test_shipped_recipes_parse(name, cmd):
+    import importlib
+
+    from r1lab.config import build_config
+
+    mod = importlib.import_module(f"r1lab.commands.{cmd}")
+    overrides = {"data": "rows.jsonl"} if cmd == "sft" else {"teacher": "t"} if cmd == "distill" else {}
+    cfg = build_config(mod.Config, str(ROOT / "recipes" / f"{name}.toml"), overrides)
+    assert cfg is not None

@@ -15,7 +15,7 @@ import sys
 from r1lab.config import add_dataclass_args, build_config
 from r1lab.errors import UserError
 
-COMMANDS = ("pretrain", "eval", "score", "zero", "sft", "sample", "distill", "r1", "report")
+COMMANDS = ("pretrain", "eval", "score", "zero", "sft", "sample", "distill", "r1", "drive", "report")
 
 
 def _load(name: str):

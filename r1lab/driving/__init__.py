@@ -1,0 +1,1 @@
+"""Driving: GRPO for waypoint planning in highway-env (issue 14)."""

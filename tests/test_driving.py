@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ pytest.importorskip("highway_env", reason="the driving extra (highway-env) is no
 
 from r1lab.driving import env as E  # noqa: E402
 from r1lab.driving.learn import UpdateSettings, advantages, category_advantages, update  # noqa: E402
-from r1lab.driving.policy import DriverConfig, DriverPolicy, collate, log_probs  # noqa: E402
+from r1lab.driving.policy import DriverConfig, DriverPolicy, log_probs  # noqa: E402
 from r1lab.driving.pool import EpisodePool  # noqa: E402
 from r1lab.driving.reward import RewardWeights, episode_reward  # noqa: E402
 from r1lab.driving.rollout import collect, expert_stats, mutual_information, train_starts  # noqa: E402

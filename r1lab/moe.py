@@ -287,8 +287,8 @@ class MoE(nn.Module):
     @torch.no_grad()
     def update_bias(self, gamma: float = 1e-3) -> Tensor:
         """b ← update_bias(b, load, γ) with the load summed since the last call (``last_load`` if none was
-        accumulated, e.g. in eval mode); resets ``load_accum``; returns the load used (E,)."""
-        load = self.load_accum.clone() if self.load_accum.sum() > 0 else self.last_load.to(self.bias.device)
+        accumulated, e.g. in eval mode); resets ``load_accum``; returns the load used (E,) as float."""
+        load = self.load_accum.float() if self.load_accum.sum() > 0 else self.last_load.to(self.bias.device)
         self.bias.copy_(update_bias(self.bias, load, gamma))
         self.load_accum.zero_()
         return load

@@ -171,10 +171,13 @@ def stage_logs(cfg: Config, pool: EpisodePool, stage: Path, cats: tuple[str, ...
         return torch.load(stage / "logs.pt", weights_only=False)
     stage.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
-    starts = train_starts(rng, cfg.log_episodes, cats)
-    episodes, _ = expert_logs(pool, starts, cfg.duration)
+    starts, held_starts = train_starts(rng, cfg.log_episodes, cats), held_out_starts(cfg.eval_starts, cats)
+    bar = tqdm(total=len(starts) + len(held_starts), desc="1-logs", unit="episode", dynamic_ncols=True)
+    chunk = max(1, 4 * cfg.workers)
+    episodes, _ = expert_logs(pool, starts, cfg.duration, progress=bar.update, chunk=chunk)
     n_val = max(1, len(episodes) // 10)
-    held, comps = expert_logs(pool, held_out_starts(cfg.eval_starts, cats), cfg.duration)
+    held, comps = expert_logs(pool, held_starts, cfg.duration, progress=bar.update, chunk=chunk)
+    bar.close()
     logs = {"train": episodes[n_val:], "val": episodes[:n_val], "held_out": held}
     torch.save(logs, stage / "logs.pt")
     labels = [s for ep in episodes for s in ep]

@@ -112,17 +112,22 @@ def collect(policy: DriverPolicy, pool: EpisodePool, starts: list[dict], group: 
     )
 
 
-def expert_logs(pool: EpisodePool, starts: list[dict], duration: float,
-                weights: RewardWeights = DEFAULT_WEIGHTS) -> tuple[list[list[tuple]], list[dict[str, float]]]:
+def expert_logs(pool: EpisodePool, starts: list[dict], duration: float, weights: RewardWeights = DEFAULT_WEIGHTS,
+                progress: Any = None, chunk: int = 8) -> tuple[list[list[tuple]], list[dict[str, float]]]:
     """IDM/MOBIL episodes: per episode its labelled decisions [(obs, anchor, error)], and the
-    reward components of its drive (the baseline row of the report)."""
-    out = pool.expert([{**s, "duration": duration} for s in starts])
+    reward components of its drive (the baseline row of the report). ``progress(n)`` is called
+    after every ``chunk`` episodes."""
     logs, comps = [], []
-    for i in range(len(starts)):
-        samples, trace = out[i]
-        logs.append(samples)
-        reward, c = episode_reward(trace, weights)
-        comps.append({**c, "reward": reward, "category": starts[i]["category"]})
+    for lo in range(0, len(starts), chunk):
+        part = starts[lo:lo + chunk]
+        out = pool.expert([{**s, "duration": duration} for s in part])
+        for i, start in enumerate(part):
+            samples, trace = out[i]
+            logs.append(samples)
+            reward, c = episode_reward(trace, weights)
+            comps.append({**c, "reward": reward, "category": start["category"]})
+        if progress is not None:
+            progress(len(part))
     return logs, comps
 
 

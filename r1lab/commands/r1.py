@@ -45,7 +45,8 @@ from r1lab.rewards.safe import RewardRunner
 from r1lab.rl import loop as rl_loop
 from r1lab.rl.collect import Prompts
 from r1lab.rl.settings import RLSettings
-from r1lab.tasks import check_spec, get_task
+from r1lab.tasks import check_spec, get_task, task_kwargs
+from r1lab.tasks.mixture import is_mixture, parse_spec
 from r1lab.train import checkpoint
 from r1lab.train.rejection import Rules, sample_groups, select
 from r1lab.train.sft import tokenize
@@ -67,6 +68,8 @@ class Config(RLSettings):
     final_task: str = field(default="countdown:0.4,knights_knaves:0.2,code:0.2,arithmetic:0.2", metadata={
         "help": "stage 4 and every evaluation: all scenarios"})
     language: str = field(default="en", metadata={"help": "target language of the reasoning"})
+    task_options: list[str] = field(default_factory=list, metadata={
+        "help": "task options KEY=VALUE, or MEMBER.KEY=VALUE for one task of a mixture (gsm8k.data=DIR)"})
     language_weight: float = field(default=0.2, metadata={"help": "stage 2: weight of the language-consistency reward"})
     output_dir: str = field(default="runs/r1", metadata={"help": "run directory (one folder per stage inside)"})
     cold_start_rows: int = field(default=2000, metadata={"help": "stage 1: clean worked solutions"})
@@ -125,6 +128,16 @@ def run(cfg: Config) -> dict:
     return summary
 
 
+def _task(cfg: Config, spec: str, **extra):
+    """``spec``'s task with the options of ``task_options`` that apply to it: MEMBER.KEY=VALUE
+    only when MEMBER is in ``spec`` (the reasoning and final mixtures may differ)."""
+    names = {n for n, _ in parse_spec(spec)} if is_mixture(spec) else {spec}
+    kw = {k: v for k, v in task_kwargs(cfg).items() if "." not in k or k.split(".", 1)[0] in names}
+    if not is_mixture(spec):
+        kw = {k.split(".", 1)[1] if "." in k else k: v for k, v in kw.items()}
+    return get_task(spec, **{"language": cfg.language, **kw, **extra})
+
+
 def stage(out: Path, name: str, cfg: Config, device: str, body) -> str:
     """Run one stage unless its summary says it is done; evaluate its model; return that model's path."""
     d = out / name
@@ -139,7 +152,7 @@ def stage(out: Path, name: str, cfg: Config, device: str, body) -> str:
 
 def cold_start(cfg: Config, base: str, d: Path, device: str) -> dict:
     """Clean worked solutions of the reasoning tasks -> SFT of the base."""
-    task = get_task(cfg.task, language=cfg.language)
+    task = _task(cfg, cfg.task)
     tok = load_tokenizer(base)
     rng = random.Random(f"cold-start-{cfg.seed}")
     train = task.examples("train")
@@ -176,7 +189,7 @@ def rl_stage(cfg: Config, src: str, d: Path, task_spec: str, steps: int, tempera
     s = dataclasses.replace(cfg, temperature=temperature)
     ckpt = checkpoint.latest(d)
     learner, tok = rl_loop.load_learner(src, ckpt, s, device)
-    task = get_task(task_spec, language=cfg.language, language_weight=language_weight)
+    task = _task(cfg, task_spec, language_weight=language_weight)
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
     d.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(d, cfg.report_to, start, config=to_dict(cfg))
@@ -196,7 +209,7 @@ def rejection_sft(cfg: Config, src: str, base: str, d: Path, device: str) -> dic
         rows = [json.loads(x) for x in rows_file.read_text().splitlines()]
         picked = json.loads((d / "rows.summary.json").read_text())
     else:
-        task = get_task(cfg.task, language=cfg.language)
+        task = _task(cfg, cfg.task)
         tok = load_tokenizer(src)
         model = load_model(src, device=device)
         train = task.examples("train")
@@ -215,7 +228,7 @@ def rejection_sft(cfg: Config, src: str, base: str, d: Path, device: str) -> dic
 
 
 def held_out(cfg: Config, model_dir: str, device: str) -> dict:
-    task = get_task(cfg.final_task, language=cfg.language)
+    task = _task(cfg, cfg.final_task)
     tok = load_tokenizer(model_dir)
     model = load_model(model_dir, device=device)
     params = SamplingParams(cfg.max_new_tokens, 0.6, 0.95, 0, ("</answer>",), seed=cfg.seed)

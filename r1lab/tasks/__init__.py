@@ -57,14 +57,20 @@ def get_task(name: str, **kwargs: Any) -> Task:
 
 
 def _mixture(spec: str, kwargs: dict[str, Any]) -> Mixture:
-    """Members get the options they have; an option that no member has is an error."""
+    """Members get the options they have (``data=...``), or an option addressed to one member
+    (``gsm8k.data=...``); an option that no member has is an error."""
     weights = dict(parse_spec(spec))
     members, used = {}, set()
     for name in weights:
         probe = get_task(name)
-        mine = {k: v for k, v in kwargs.items() if hasattr(probe.options, k)}
+        mine = {k: v for k, v in kwargs.items() if "." not in k and hasattr(probe.options, k)}
+        own = {k.split(".", 1)[1]: v for k, v in kwargs.items() if k.startswith(name + ".")}
+        bad = [k for k in own if not hasattr(probe.options, k)]
+        if bad:
+            raise ConfigError(f"task {name!r} has no option {bad[0]!r}")
         used.update(mine)
-        members[name] = get_task(name, **mine) if mine else probe
+        used.update(name + "." + k for k in own)
+        members[name] = get_task(name, **mine, **own) if (mine or own) else probe
     unused = sorted(set(kwargs) - used)
     if unused:
         raise ConfigError(f"task mixture {spec!r}: no member task has option {unused[0]!r}")

@@ -18,6 +18,7 @@ a bare number or a whole ``####`` solution (as in RESPONSES files for ``r1lab sc
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,16 @@ class GSM8K(Task):
 
     def question(self, example: dict) -> str:
         return str(example["question"])
+
+    def demonstration(self, example: dict, rng: Any) -> str | None:
+        """GSM8K's own worked solution as the reasoning: the human-written rationale before
+        ``####`` with its calculator annotations (``<<48/2=24>>``) removed, then the gold answer.
+        R1's cold start wanted readable human-style solutions; these are exactly that."""
+        rationale = re.sub(r"<<[^>]*>>", "", str(example.get("solution") or "").split("####")[0]).strip()
+        if not rationale or example.get("answer") in (None, ""):
+            return None
+        opening = "" if self.prompt_opens_think() else "<think>\n"
+        return f"{opening}{rationale}\n</think>\n<answer>{example['answer']}</answer>"
 
     def extract(self, completion: str) -> str | None:
         return normalize_prediction(extract_answer(completion, self.options.extract_methods))

@@ -86,6 +86,15 @@ class Math(Task):
     def question(self, example: dict) -> str:
         return str(example["question"])
 
+    def demonstration(self, example: dict, rng: Any) -> str | None:
+        """The row's own worked ``solution`` (MATH's training split has one), then its boxed
+        answer in the answer tags; None for rows without a solution (MATH-500's answers only)."""
+        solution = str(example.get("solution") or "").strip()
+        if not solution or not example.get("answer"):
+            return None
+        opening = "" if self.prompt_opens_think() else "<think>\n"
+        return f"{opening}{solution}\n</think>\n<answer>{example['answer']}</answer>"
+
     def extract(self, completion: str) -> str | None:
         raw = extract_answer(completion, self.options.extract_methods)
         return (normalize_latex(raw) or None) if raw is not None else None

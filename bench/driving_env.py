@@ -48,8 +48,10 @@ def main(argv=None) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per episode")
     p.add_argument("--workers", type=int, default=2, help="processes of the parallel variant")
     p.add_argument("--repeats", type=int, default=2, help="timed rounds (variants alternate)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of this process (the policy is not run)")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
+    common.set_threads(args.threads)
     if args.smoke:
         args.episodes, args.duration, args.repeats = 2, 2.0, 1
     common.warn_if_busy()

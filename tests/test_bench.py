@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = {
     "rollout.py": ["--prompts", "2", "--n", "2", "--max-new-tokens", "8", "--repeats", "1", "--ceiling-size", "256"],
     "update.py": ["--sequences", "8", "--group", "4", "--min-len", "4", "--max-len", "16", "--repeats", "1", "--ceiling-size", "256"],
+    "driving_env.py": ["--smoke"],
+    "moe.py": ["--smoke"],
     "step_time.py": ["--preset", "tiny", "--prompts", "2", "--group", "2", "--max-new-tokens", "8", "--repeats", "1"],
 }
 

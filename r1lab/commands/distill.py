@@ -90,6 +90,8 @@ class Config(RLSettings):
     def validate(self) -> None:
         self.algo = "distill" if self.mode == "on-policy" else self.algo
         super().validate()
+        if self.lora_rank > 0:  # wired in sft and zero; here the stages would need it each
+            raise ConfigError("--lora-rank is supported by r1lab sft and r1lab zero, not yet by r1lab distill")
         if not self.teacher:
             raise ConfigError("give the teacher: --teacher DIR or hub id")
         if self.keep not in ("correct", "top"):

@@ -156,7 +156,7 @@ def run(cfg: Config) -> dict:
         times["grpo"] = time.time() - t
         frames = drive_report.render_frames(pool, run_dir / "4-grpo" / "final", cats, cfg.duration,
                                             run_dir / "frames") if cfg.frames else []
-    summary = {"idm": _done(run_dir / "1-logs")["idm"], "bc": bc["eval"], "grpo": rl["eval"],
+    summary = {"idm": _done(run_dir / "1-logs")["idm"], "bc": bc["eval"], "grpo": rl["eval"], "temperature": cfg.temperature,
                "experts": rl.get("experts"), "stage_seconds_this_call": times, "frames": frames}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     drive_report.write(run_dir, summary)
@@ -215,10 +215,17 @@ def stage_ssl(cfg: Config, logs: dict, stage: Path) -> None:
 
 
 def evaluate(policy: DriverPolicy, pool: EpisodePool, cfg: Config, cats: tuple[str, ...]) -> tuple[dict, dict]:
-    """Greedy drive of every held-out start state: metrics per category, expert statistics."""
-    roll = collect(policy, pool, held_out_starts(cfg.eval_starts, cats), 1, duration=cfg.duration, greedy=True)
+    """Every held-out start state driven greedily (the deployed policy) and once sampled at the
+    training temperature (the policy GRPO optimises; a fixed seed, so evaluations compare):
+    metrics per category ({"sampled": ...} inside), expert statistics of the greedy drives."""
+    starts = held_out_starts(cfg.eval_starts, cats)
+    roll = collect(policy, pool, starts, 1, duration=cfg.duration, greedy=True)
     stats = expert_stats(roll) if roll.experts else {"layers": []}
-    return summarise(roll.components, roll.categories, roll.rewards.tolist()), stats
+    metrics = summarise(roll.components, roll.categories, roll.rewards.tolist())
+    sampled = collect(policy, pool, starts, 1, duration=cfg.duration, temperature=cfg.temperature,
+                      generator=torch.Generator().manual_seed(cfg.seed + 12345))
+    metrics["sampled"] = summarise(sampled.components, sampled.categories, sampled.rewards.tolist())["all"]
+    return metrics, stats
 
 
 def stage_bc(cfg: Config, pool: EpisodePool, logs: dict, stage: Path, cats: tuple[str, ...]) -> dict:
@@ -273,7 +280,7 @@ def stage_grpo(cfg: Config, pool: EpisodePool, stage: Path, cats: tuple[str, ...
         by = summarise(roll.components, roll.categories, roll.rewards.tolist())
         row = {"step": step, **{k: v for k, v in by["all"].items()}, **stats,
                **{f"{c}/{k}": by[c][k] for c in cats if c in by for k in ("reward", "collision", "progress")},
-               "decisions": roll.decisions(), "rollout_s": t1 - t0, "update_s": time.time() - t1,
+               "entropy": float(roll.entropy.mean()), "decisions": roll.decisions(), "rollout_s": t1 - t0, "update_s": time.time() - t1,
                "max_over_mean_load": [layer["max_over_mean"] for layer in expert_stats(roll)["layers"]]
                if roll.experts else []}
         log.write("metrics.jsonl", row)

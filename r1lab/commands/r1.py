@@ -93,6 +93,8 @@ class Config(RLSettings):
 
     def validate(self) -> None:
         super().validate()
+        if self.lora_rank > 0:  # wired in sft and zero; here the stages would need it each
+            raise ConfigError("--lora-rank is supported by r1lab sft and r1lab zero, not yet by r1lab r1")
         check_spec(self.task)
         check_spec(self.final_task)
         if min(self.cold_start_rows, self.sft_epochs, self.rl_steps, self.rs_prompts, self.rs_k,

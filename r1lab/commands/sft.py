@@ -31,6 +31,7 @@ import torch
 from r1lab import runtime
 from r1lab.config import ConfigError, to_dict
 from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model
+from r1lab.train import lora
 from r1lab.train.sft import read_sft_rows, tokenize
 from r1lab.train.sft_loop import SFTSettings, fit, open_run
 
@@ -72,7 +73,13 @@ def run(cfg: Config) -> dict:
     torch.manual_seed(cfg.seed)
     src = str(ckpt / "policy") if ckpt else resolve_model(cfg.model)
     tok = load_tokenizer(src)
-    model = load_model(src, device=pick_device(cfg.device)).train()
+    if cfg.lora_rank > 0:  # the base again, its adapters from the checkpoint (policy/ holds them merged)
+        model = lora.apply(load_model(resolve_model(cfg.model), device=pick_device(cfg.device)),
+                           cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets).train()
+        if ckpt:
+            lora.load_adapter(model, ckpt / "policy")
+    else:
+        model = load_model(src, device=pick_device(cfg.device)).train()
     train_ex, eval_ex, dropped = load_examples(cfg, tok)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.output_dir) / "config.json").write_text(json.dumps({**to_dict(cfg), "dropped_rows": dropped}, indent=2))

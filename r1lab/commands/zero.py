@@ -46,7 +46,7 @@ from r1lab.rl import loop as rl_loop
 from r1lab.rl.collect import Prompts
 from r1lab.rl.settings import RLSettings
 from r1lab.tasks import TASKS, check_spec, get_task, task_kwargs
-from r1lab.train import checkpoint
+from r1lab.train import checkpoint, lora
 from r1lab.train.tracking import RunLog, parse_report_to
 
 HELP = "R1-Zero: GRPO (or PPO) from a base model with rule rewards"
@@ -136,7 +136,7 @@ def run(cfg: Config) -> dict:
                           tok, lambda step: held_out(cfg, learner.policy, tok, task, test, step, runlog), start, "zero")
     runlog.close()
     final_dir = run_dir / "final"
-    save_pretrained_atomic(learner.policy, tok, final_dir)
+    save_pretrained_atomic(lora.plain(learner.policy), tok, final_dir)
     summary = {
         "run_dir": str(run_dir),
         "final_model": str(final_dir),

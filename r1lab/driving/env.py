@@ -51,7 +51,8 @@ K_WAYPOINTS, WAYPOINT_DT = 6, 0.5
 PLAN_ACCEL, LATERAL_TIME = 2.5, 2.5
 CONTROL_HZ, DECISION_STEPS = 5, 5  # control at 5 Hz, one decision per second
 N_OTHERS = 7  # nearby vehicles in the scene
-EGO_FEATURES, OTHER_FEATURES = 8, 7
+EGO_FEATURES, OTHER_FEATURES = 7, 7  # no category and no per-category constant (speed limit):
+# the expert-specialisation finding needs a router that is never told the category
 SENSE_RANGE = 60.0  # m, features are scaled by it
 
 
@@ -200,7 +201,7 @@ class Episode:
         valid = self.valid_anchors()
         left, right = valid[ANCHORS.index((SPEEDS[0], -1))], valid[ANCHORS.index((SPEEDS[0], 1))]
         ego_f = np.array([ego.speed / 30.0, d / 4.0, math.sin(dh), math.cos(dh), float(left), float(right),
-                          self.scenario.speed_limit / 30.0, 1.0 - self.t / self.duration], dtype=np.float32)
+                          1.0 - self.t / self.duration], dtype=np.float32)
         others = np.zeros((N_OTHERS, OTHER_FEATURES), dtype=np.float32)
         present = np.zeros(N_OTHERS, dtype=bool)
         c, sn = math.cos(ego.heading), math.sin(ego.heading)

@@ -89,6 +89,8 @@ def _table(summary: dict) -> list[str]:
     lines = ["| policy | category | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
     for policy in ("idm", "bc", "grpo"):
         for cat, row in (summary.get(policy) or {}).items():
+            if cat == "sampled":
+                cat = f"all, sampled at T={summary.get('temperature', 1.0):g}"
             cells = " | ".join(f"{row.get(k, float('nan')):.3f}" for k in COLUMNS)
             lines.append(f"| {policy} | {cat} | {cells} |")
     return lines
@@ -103,7 +105,7 @@ def write(run_dir: Path, summary: dict) -> Path:
     plots.append(_plot(run_dir, "train_reward", {k: (steps, [r.get(k) for r in metrics])
                                                   for k in ("reward", "collision", "progress", "comfort")},
                        "training batch mean"))
-    cats = [k for k in (evals[-1]["metrics"] if evals else {}) if k != "all"]
+    cats = [k for k in (evals[-1]["metrics"] if evals else {}) if k not in ("all", "sampled")]
     plots.append(_plot(run_dir, "eval_reward", {c: ([e["step"] for e in evals],
                                                     [e["metrics"][c]["reward"] for e in evals]) for c in cats},
                        "held-out reward (greedy)"))

@@ -48,6 +48,7 @@ class Rollout:
     actions: Tensor  # (M,)
     logp: Tensor  # (M,) log π_old(a) at the sampling temperature
     values: Tensor  # (M,) V_old(s)
+    entropy: Tensor  # (M,) entropy of the sampling distribution (nats)
     experts: list[Tensor]  # per MoE layer (M, K): the routing the update reuses
     rewards: Tensor  # (N,)
     components: list[dict[str, float]]  # per episode
@@ -72,7 +73,7 @@ def collect(policy: DriverPolicy, pool: EpisodePool, starts: list[dict], group: 
     specs = [{**s, "duration": duration, "render": render} for s in starts for _ in range(group)]
     obs = pool.reset(specs)
     live = {slot: o for slot, o in obs.items() if o is not None}
-    rows: dict[str, list] = {k: [] for k in ("obs", "episode", "position", "action", "logp", "value")}
+    rows: dict[str, list] = {k: [] for k in ("obs", "episode", "position", "action", "logp", "value", "entropy")}
     experts: list[list[Tensor]] = []
     step = 0
     while live:
@@ -89,6 +90,8 @@ def collect(policy: DriverPolicy, pool: EpisodePool, starts: list[dict], group: 
         rows["action"].append(actions)
         rows["logp"].append(log_probs(logits, actions))
         rows["value"].append(out["value"])
+        logp_all = torch.log_softmax(logits, -1)
+        rows["entropy"].append(-(logp_all.exp() * logp_all.nan_to_num(neginf=0.0)).sum(-1))
         if not experts:
             experts = [[] for _ in out["experts"]]
         for layer, e in zip(experts, out["experts"]):
@@ -105,6 +108,7 @@ def collect(policy: DriverPolicy, pool: EpisodePool, starts: list[dict], group: 
         episode=torch.tensor(rows["episode"], dtype=torch.long),
         position=torch.tensor(rows["position"], dtype=torch.long),
         actions=cat(rows["action"]).long(), logp=cat(rows["logp"]), values=cat(rows["value"]),
+        entropy=cat(rows["entropy"]),
         experts=[torch.cat(layer) for layer in experts],
         rewards=torch.tensor([r for r, _ in scored], dtype=torch.float32),
         components=[c for _, c in scored], categories=[s["category"] for s in specs],

@@ -57,6 +57,10 @@ def supported(model) -> bool:
             return False
         if not all(hasattr(layer.mlp, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
             return False
+        projections = [getattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        projections += [getattr(layer.mlp, a) for a in ("gate_proj", "up_proj", "down_proj")]
+        if any(type(m) is not torch.nn.Linear for m in projections):  # e.g. LoRA layers: their
+            return False  # adapters live outside .weight, which this step reads directly
     return True
 
 

@@ -34,7 +34,7 @@ from r1lab.rl.settings import RLSettings
 from r1lab.rl.step import rl_step
 from r1lab.rl.update import NonFiniteError
 from r1lab.rl.value import ValueModel
-from r1lab.train import checkpoint
+from r1lab.train import checkpoint, lora
 from r1lab.train.schedule import lr_at
 from r1lab.train.tracking import RunLog
 
@@ -87,7 +87,12 @@ def load_learner(base: str, ckpt: Path | None, s: RLSettings, device: str) -> tu
     (PPO), from the checkpoint's copies when resuming, else from ``base``."""
     src = str(ckpt / "policy") if ckpt else base
     tok = load_tokenizer(src)
-    policy = load_model(src, device=device).train()
+    if s.lora_rank > 0:  # the base again, its adapters from the checkpoint (policy/ holds them merged)
+        policy = lora.apply(load_model(base, device=device), s.lora_rank, s.lora_alpha, s.lora_targets).train()
+        if ckpt:
+            lora.load_adapter(policy, ckpt / "policy")
+    else:
+        policy = load_model(src, device=device).train()
     ref = None
     if s.beta > 0:
         ref_src = str(ckpt / "ref") if ckpt and (ckpt / "ref").is_dir() else base
@@ -97,7 +102,7 @@ def load_learner(base: str, ckpt: Path | None, s: RLSettings, device: str) -> tu
         value_src = str(ckpt / "value") if ckpt and (ckpt / "value").is_dir() else base
         value = ValueModel.from_pretrained(value_src).to(device).train()
         critic = Critic(value, torch.optim.AdamW(value.parameters(), lr=s.value_lr, weight_decay=0.0))
-    opt = torch.optim.AdamW(policy.parameters(), lr=s.lr, betas=(0.9, 0.99), weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=s.lr, betas=(0.9, 0.99), weight_decay=s.weight_decay)
     return Learner(policy, opt, pad_id(tok), ref=ref, critic=critic), tok
 
 

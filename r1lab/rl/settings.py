@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 from r1lab.config import ConfigError
 from r1lab.evaluation.reflection import REFLECTION_WORDS
+from r1lab.train.lora import LoraFields
 from r1lab.train.schedule import SCHEDULES
 
 
 @dataclass
-class RLSettings:
+class RLSettings(LoraFields):
     algo: str = field(default="grpo", metadata={
         "help": "grpo | ppo (value-model baseline) | distill (on-policy distillation: reverse KL to a teacher)"})
     # rollout
@@ -67,6 +68,7 @@ class RLSettings:
 
     def validate(self) -> None:
         """Reject impossible combinations before any work, each with what to change."""
+        self.validate_lora()
         if self.algo not in ("grpo", "ppo", "distill"):
             raise ConfigError(f"algo must be grpo | ppo | distill, not {self.algo!r}")
         if self.prompts_per_step < 1 or self.group_size < 1 or self.max_new_tokens < 1:

@@ -3,7 +3,8 @@
 Layout of ``RUN_DIR/checkpoint`` (written to ``checkpoint.tmp`` then renamed, so a kill -9 at
 any moment leaves either the previous complete checkpoint or the new one, never a torn one)::
 
-    checkpoint/policy/        model.safetensors, config.json, tokenizer files
+    checkpoint/policy/        model.safetensors, config.json, tokenizer files (LoRA runs: the
+                              merged weights, plus lora_adapter.safetensors for --resume)
     checkpoint/ref/           reference model (only when it has been refreshed)
     checkpoint/value/         PPO value model (only with --algo ppo)
     checkpoint/state.pt       optimizer(s), scheduler, RNG states, step, counters
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from r1lab.models import quiet_hf, save_tokenizer
+from r1lab.train import lora
 
 
 def rng_state() -> dict[str, Any]:
@@ -60,7 +62,9 @@ def save(run_dir: str | Path, models: dict[str, Any], tokenizer, state: dict[str
         for name, model in models.items():
             if model is None:
                 continue
-            model.save_pretrained(tmp / name, safe_serialization=True)
+            lora.plain(model).save_pretrained(tmp / name, safe_serialization=True)  # plain HF weights
+            if lora.is_lora(model):
+                lora.save_adapter(model, tmp / name)  # and the adapters, for --resume
             if tokenizer is not None and name == "policy":
                 save_tokenizer(tokenizer, tmp / name)
     torch.save({**state, "rng": rng_state()}, tmp / "state.pt")

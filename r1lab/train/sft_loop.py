@@ -26,14 +26,14 @@ from tqdm import tqdm
 from r1lab.config import ConfigError
 from r1lab.errors import UserError
 from r1lab.models import pad_id, save_pretrained_atomic
-from r1lab.train import checkpoint
+from r1lab.train import checkpoint, lora
 from r1lab.train.schedule import lr_at
 from r1lab.train.sft import SFTExample, batches, evaluate_nll, sft_step
 from r1lab.train.tracking import RunLog, parse_report_to
 
 
 @dataclass
-class SFTSettings:
+class SFTSettings(lora.LoraFields):
     epochs: int = field(default=2, metadata={"help": "passes over the data (R1: 2)"})
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     warmup: int = field(default=10, metadata={"help": "linear warm-up steps"})
@@ -55,6 +55,7 @@ class SFTSettings:
         if not 0 <= self.min_lr_ratio <= 1 or self.lr <= 0 or self.warmup < 0 or self.max_bad_steps < 1:
             raise ConfigError("min_lr_ratio must be in [0, 1], lr > 0, warmup >= 0, max_bad_steps >= 1")
         parse_report_to(self.report_to)
+        self.validate_lora()
 
 
 def open_run(run_dir: str | Path, resume: bool) -> Path | None:
@@ -70,7 +71,7 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
     """Train ``model`` (already loaded from ``ckpt`` when resuming) and return the run's summary."""
     run_dir = Path(run_dir)
     plan = [(epoch, rows) for epoch in range(s.epochs) for rows in batches(train_ex, s.tokens_per_step, s.seed, epoch)]
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=(0.9, 0.95), weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, betas=(0.9, 0.95), weight_decay=s.weight_decay)
     start, bad = 0, 0
     if ckpt is not None:
         state = checkpoint.load_state(ckpt)
@@ -104,7 +105,7 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
                                                               "bad_steps": bad})
     bar.close()
     runlog.close()
-    save_pretrained_atomic(model, tok, run_dir / "final")
+    save_pretrained_atomic(lora.plain(model), tok, run_dir / "final")
     eval_file = run_dir / "eval.jsonl"
     evals = [json.loads(x) for x in eval_file.read_text().splitlines()] if eval_file.is_file() else []
     return {"run_dir": str(run_dir), "final_model": str(run_dir / "final"), "steps": len(plan),

@@ -278,34 +278,32 @@ class Episode:
     # ----------------------------------------------------------------- driving
     def decide(self, anchor: int) -> tuple[dict[str, np.ndarray] | None, bool]:
         """Track ``anchor`` for one decision period; returns (observation, done)."""
-        if self.done:
-            return None, True
-        try:
-            plan = self.anchor_plan(anchor)
-            self.plans.append(np.vstack([plan.start[None], plan.points]))
-            t0 = self.t
-            for _ in range(DECISION_STEPS):
-                ego = self.ego
-                acc, steer = control.track(ego.position, ego.heading, ego.speed, self.t - t0, plan, self.gains)
-                self._step(tuple(control.to_env_action(acc, steer)))
-                if self.done:
-                    break
-            return (None if self.done else self.observe()), self.done
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-            return None, True
+        return self._period(anchor)
 
     def expert_decide(self) -> tuple[dict[str, np.ndarray] | None, bool]:
         """Let the IDM/MOBIL ego drive one decision period (``expert=True`` episodes)."""
+        return self._period(None)
+
+    def _period(self, anchor: int | None) -> tuple[dict[str, np.ndarray] | None, bool]:
+        """DECISION_STEPS control steps: tracking the anchor's plan, or (None) the expert driving."""
         if self.done:
             return None, True
         try:
+            plan = None if anchor is None else self.anchor_plan(anchor)
+            if plan is not None:
+                self.plans.append(np.vstack([plan.start[None], plan.points]))
+            t0 = self.t
             for _ in range(DECISION_STEPS):
-                self._step((0.0, 0.0))
+                action = (0.0, 0.0)  # ignored by the expert ego
+                if plan is not None:
+                    ego = self.ego
+                    acc, steer = control.track(ego.position, ego.heading, ego.speed, self.t - t0, plan, self.gains)
+                    action = tuple(control.to_env_action(acc, steer))
+                self._step(action)
                 if self.done:
                     break
             return (None if self.done else self.observe()), self.done
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (a simulator that throws ends the episode, not the run)
             self._fail(exc)
             return None, True
 

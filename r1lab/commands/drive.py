@@ -220,7 +220,7 @@ def evaluate(policy: DriverPolicy, pool: EpisodePool, cfg: Config, cats: tuple[s
     metrics per category ({"sampled": ...} inside), expert statistics of the greedy drives."""
     starts = held_out_starts(cfg.eval_starts, cats)
     roll = collect(policy, pool, starts, 1, duration=cfg.duration, greedy=True)
-    stats = expert_stats(roll) if roll.experts else {"layers": []}
+    stats = expert_stats(roll, policy.config.n_routed) if roll.experts else {"layers": []}
     metrics = summarise(roll.components, roll.categories, roll.rewards.tolist())
     sampled = collect(policy, pool, starts, 1, duration=cfg.duration, temperature=cfg.temperature,
                       generator=torch.Generator().manual_seed(cfg.seed + 12345))
@@ -281,7 +281,7 @@ def stage_grpo(cfg: Config, pool: EpisodePool, stage: Path, cats: tuple[str, ...
         row = {"step": step, **{k: v for k, v in by["all"].items()}, **stats,
                **{f"{c}/{k}": by[c][k] for c in cats if c in by for k in ("reward", "collision", "progress")},
                "entropy": float(roll.entropy.mean()), "decisions": roll.decisions(), "rollout_s": t1 - t0, "update_s": time.time() - t1,
-               "max_over_mean_load": [layer["max_over_mean"] for layer in expert_stats(roll)["layers"]]
+               "max_over_mean_load": [layer["max_over_mean"] for layer in expert_stats(roll, cfg.n_routed)["layers"]]
                if roll.experts else []}
         log.write("metrics.jsonl", row)
         bar.update()

@@ -112,6 +112,10 @@ def write(run_dir: Path, summary: dict) -> Path:
     loads = {f"layer {i + 1}": (steps, [r["max_over_mean_load"][i] for r in metrics])
              for i in range(len(metrics[0]["max_over_mean_load"]) if metrics else 0)}
     plots.append(_plot(run_dir, "expert_load", loads, "max / mean expert load"))
+    layers = len(evals[-1]["experts"]["layers"]) if evals else 0
+    plots.append(_plot(run_dir, "expert_specialisation",
+                       {f"layer {i + 1}": ([e["step"] for e in evals], [e["experts"]["layers"][i]["mi_share"] for e in evals])
+                        for i in range(layers)}, "I(top-1 expert; category) / H(category)"))
     lines = ["# r1lab drive report", "", f"Run: `{run_dir}`", "",
              "## Held-out start states (greedy), per category", "", *_table(summary), ""]
     experts = (summary.get("experts") or {}).get("layers", [])

@@ -163,7 +163,7 @@ def mutual_information(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(joint[nz] * np.log2(joint[nz] / (px @ py)[nz])))
 
 
-def expert_stats(rollout: Rollout) -> dict[str, Any]:
+def expert_stats(rollout: Rollout, n_experts: int | None = None) -> dict[str, Any]:
     """Per MoE layer: load share per expert, max/mean load, and the mutual information between
     each decision's top-1 routed expert and its episode's category (as a share of H(category))."""
     cats = np.array([rollout.categories[e] for e in rollout.episode.tolist()])
@@ -172,7 +172,7 @@ def expert_stats(rollout: Rollout) -> dict[str, Any]:
     h_cat = float(-(p * np.log2(p)).sum()) if len(p) > 1 else 0.0
     layers = []
     for e in rollout.experts:
-        n_exp = int(e.max()) + 1 if e.numel() else 1
+        n_exp = n_experts or (int(e.max()) + 1 if e.numel() else 1)
         load = torch.bincount(e.reshape(-1), minlength=n_exp).double()
         share = (load / load.sum()).tolist()
         mi = mutual_information(e[:, 0].numpy(), cats)

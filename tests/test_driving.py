@@ -80,6 +80,14 @@ def test_valid_anchors_mask_lanes_that_do_not_exist():
     ep.close()
 
 
+def test_rendered_frames_are_not_blank():
+    ep = E.Episode("urban", 4, duration=1.0, render=True)
+    ep.reset()
+    ep.decide(KEEP_20)
+    assert len(ep.frames) >= 2 and all(f.ndim == 3 and f.std() > 5 for f in ep.frames)
+    ep.close()
+
+
 def test_simulator_exception_ends_the_episode_as_a_failure(monkeypatch):
     ep = E.Episode("highway", 1, duration=4.0)
     ep.reset()

@@ -100,11 +100,10 @@ def make_env(category: str, duration: float, render: bool = False):
     if category not in SCENARIOS:
         raise ValueError(f"unknown driving category {category!r}; expected one of {', '.join(CATEGORIES)}")
     _register_roundabout()
-    if render:  # headless pygame: no display, no audio, no session runtime dir
-        import os
+    if render:  # headless pygame: offscreen surfaces, no audio, no session runtime dir. Not
+        import os  # SDL_VIDEODRIVER=dummy: highway-env's viewer then draws nothing (black frames)
         import tempfile
 
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
         os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
     sc = SCENARIOS[category]
@@ -116,7 +115,7 @@ def make_env(category: str, duration: float, render: bool = False):
         "action": {"type": "ContinuousAction", "acceleration_range": [-5.0, 5.0],
                    "steering_range": [-math.pi / 4, math.pi / 4], "speed_range": [0.0, 35.0]},
         "policy_frequency": CONTROL_HZ, "simulation_frequency": CONTROL_HZ * 2,
-        "duration": duration, "offroad_terminal": False, **sc.config,
+        "duration": duration, "offroad_terminal": False, "offscreen_rendering": render, **sc.config,
     }
     import warnings
 

@@ -307,3 +307,64 @@ def copy_from_transformers(moe: MoE, hf_moe: nn.Module) -> MoE:
     if moe.shared is not None:
         moe.shared.load_state_dict(hf_moe.shared_experts.state_dict())
     return moe
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers' DeepSeek-V3 routers: the bias update it does not do
+# ---------------------------------------------------------------------------------------------
+def hf_routers(model: nn.Module) -> list[nn.Module]:
+    """The V3 routers of a transformers model (modules with an ``e_score_correction_bias`` buffer,
+    e.g. ``DeepseekV3TopkRouter``, whose forward returns (logits, weights, indices))."""
+    return [m for m in model.modules() if hasattr(m, "e_score_correction_bias")]
+
+
+class RouterBalancer:
+    """V3's auxiliary-loss-free balancing for a transformers model: forward hooks count the tokens
+    each router sends to each expert (training forwards only), and after every ``optimizer.step()``
+    each router's ``e_score_correction_bias`` moves by ``update_bias(b, load, γ)``; the counts reset.
+
+        balancer = RouterBalancer(model, gamma=1e-3).attach(optimizer)
+
+    Padding tokens route too and are counted (a forward hook sees no attention mask).
+    """
+
+    def __init__(self, model: nn.Module, gamma: float = 1e-3):
+        self.routers = hf_routers(model)
+        self.gamma = gamma
+        self.loads = [torch.zeros(len(r.e_score_correction_bias)) for r in self.routers]
+        self.handles = [r.register_forward_hook(self._hook(i)) for i, r in enumerate(self.routers)]
+
+    def _hook(self, i: int):
+        def count(module: nn.Module, args: object, output: object) -> None:
+            indices = output[-1] if isinstance(output, tuple) else output
+            if module.training:
+                self.loads[i] += torch.bincount(indices.reshape(-1).cpu(), minlength=len(self.loads[i])).float()
+        return count
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> RouterBalancer:
+        self.handles.append(optimizer.register_step_post_hook(lambda *_: self.update_bias()))
+        return self
+
+    @torch.no_grad()
+    def update_bias(self, gamma: float | None = None) -> list[Tensor]:
+        """Move every router's bias with its counted load; returns the loads used, then resets them."""
+        used = []
+        for r, load in zip(self.routers, self.loads):
+            if load.sum() > 0:
+                bias = r.e_score_correction_bias
+                bias.copy_(update_bias(bias.float().cpu(), load, self.gamma if gamma is None else gamma).to(bias))
+            used.append(load.clone())
+            load.zero_()
+        return used
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def attach_router_balancer(model: nn.Module, optimizer: torch.optim.Optimizer, gamma: float) -> RouterBalancer | None:
+    """A ``RouterBalancer`` on ``optimizer`` when ``model`` has V3 routers and γ > 0, else None."""
+    if gamma <= 0 or not hf_routers(model):
+        return None
+    return RouterBalancer(model, gamma).attach(optimizer)

@@ -63,23 +63,27 @@ def lm():
     return tok, DeepseekV3ForCausalLM(R.tiny_config(len(tok), tok.pad_token_id, tok.eos_token_id)), texts
 
 
-def test_router_loads_count_every_choice_and_move_the_bias(lm):
+def test_router_balancer_counts_every_choice_and_moves_the_bias_after_each_step(lm):
     tok, model, texts = lm
     ids = tok(texts[:3], return_tensors="pt", padding=True).input_ids
     model.train()
-    with R.RouterLoads(model) as loads:
-        model(ids, labels=ids).loss.backward()
-        assert len(loads.loads) == 2 and all(load.sum() == ids.numel() * 2 for load in loads.loads)  # N·K
-        loads.loads[0] = torch.tensor([3.0, 1, 2, 2, 2, 2, 2, 2])  # hand-made: mean 2
-        before = [r.e_score_correction_bias.clone() for r in R.routers(model)]
-        used = loads.update_bias(0.1)
-    after = R.routers(model)[0].e_score_correction_bias
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that changes no weight
+    balancer = R.RouterBalancer(model, gamma=0.1).attach(opt)
+    model(ids, labels=ids).loss.backward()
+    assert len(balancer.loads) == 2 and all(load.sum() == ids.numel() * 2 for load in balancer.loads)  # N·K
+    balancer.loads[0] = torch.tensor([3.0, 1, 2, 2, 2, 2, 2, 2])  # hand-made: mean 2
+    before = [r.e_score_correction_bias.clone() for r in R.hf_routers(model)]
+    opt.step()  # the post-step hook moves the biases
+    after = R.hf_routers(model)[0].e_score_correction_bias
     assert torch.allclose(after - before[0], torch.tensor([-0.1, 0.1, 0, 0, 0, 0, 0, 0]))
-    assert torch.equal(used[0], torch.tensor([3.0, 1, 2, 2, 2, 2, 2, 2])) and all(x.sum() == 0 for x in loads.loads)
+    assert all(x.sum() == 0 for x in balancer.loads)
     model.eval()
-    with R.RouterLoads(model) as loads:
-        model(ids)
-    assert all(x.sum() == 0 for x in loads.loads)  # evaluation forwards are not counted
+    model(ids)
+    assert all(x.sum() == 0 for x in balancer.loads)  # evaluation forwards are not counted
+    balancer.detach()
+    model.train()
+    model(ids)
+    assert all(x.sum() == 0 for x in balancer.loads)
 
 
 def test_the_lm_loads_with_plain_transformers_and_samples_through_the_engine(lm, tmp_path):
@@ -88,13 +92,37 @@ def test_the_lm_loads_with_plain_transformers_and_samples_through_the_engine(lm,
     from r1lab.engine.rollout import HFEngine, SamplingParams
 
     tok, model, texts = lm
-    R.routers(model)[1].e_score_correction_bias.fill_(0.05)
+    R.hf_routers(model)[1].e_score_correction_bias.fill_(0.05)
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     back = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(back).__name__ == "DeepseekV3ForCausalLM"
-    assert torch.equal(R.routers(back)[1].e_score_correction_bias, R.routers(model)[1].e_score_correction_bias)
+    assert torch.equal(R.hf_routers(back)[1].e_score_correction_bias, R.hf_routers(model)[1].e_score_correction_bias)
     tok2 = AutoTokenizer.from_pretrained(tmp_path)
     assert tok2.tokenize(R.plan_text(0)) == tok.tokenize(R.plan_text(0))
     out = HFEngine(back, tok2).generate([R.scene_text(_obs())], SamplingParams(max_new_tokens=6, temperature=1.0))
     assert out is not None
+
+
+def test_sft_of_the_v3_lm_moves_its_routing_bias(lm, tmp_path):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from r1lab.commands.sft import Config, run
+
+    tok, model, texts = lm
+    src = tmp_path / "lm"
+    model.save_pretrained(src)
+    tok.save_pretrained(src)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": t.split(" Plan the next seconds.")[0] + " Plan the next seconds.",
+                                        "response": t.split(" Plan the next seconds. ")[1]}) + "\n" for t in texts))
+    run(Config(model=str(src), data=str(rows), output_dir=str(tmp_path / "sft"), epochs=1, tokens_per_step=512,
+               eval_share=0.0, eval_every=0, report_to="none", router_bias_gamma=0.01))
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "sft" / "final")
+    biases = [r.e_score_correction_bias for r in R.hf_routers(final)]
+    assert all(b.abs().sum() > 0 for b in biases)  # moved by the balancer, step by step
+    steps = json.loads((tmp_path / "sft" / "summary.json").read_text())["steps"]
+    for b in biases:  # each step adds ±γ or 0 to every expert
+        assert torch.allclose(b / 0.01, (b / 0.01).round(), atol=1e-3) and b.abs().max() <= 0.01 * steps + 1e-6

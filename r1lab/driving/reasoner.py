@@ -20,10 +20,10 @@ target lane after 3 s at the plan's speed is the safety check, stated with its v
 
 The model is transformers' ``DeepseekV3ForCausalLM`` at a tiny size (multi-head latent attention,
 1 shared + E routed experts with sigmoid routing and the selection bias): the only HF class with
-V3's router. transformers keeps ``e_score_correction_bias`` as a buffer it never updates, so
-``RouterLoads`` counts each router's choices through forward hooks and ``update_bias`` moves the
-buffers with ``r1lab.moe.update_bias`` after each optimizer step. Padding tokens route too and
-are counted (the hook sees no attention mask): a small, stated bias in the load.
+V3's router. transformers keeps ``e_score_correction_bias`` as a buffer it never updates:
+``r1lab.moe.RouterBalancer`` counts each router's choices through forward hooks and moves the
+buffers after each optimizer step (``r1lab sft`` and ``r1lab zero`` attach it to any model with
+such routers).
 """
 
 from __future__ import annotations
@@ -32,11 +32,9 @@ import re
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from r1lab.driving.env import ANCHORS, SENSE_RANGE, SPEEDS
-from r1lab.moe import update_bias as moe_update_bias
+from r1lab.moe import RouterBalancer, hf_routers  # noqa: F401  (re-exported: the LM's bias update)
 
 SHIFT_WORDS = {-1: "left", 0: "keep", 1: "right"}
 _PLAN = re.compile(r"^\s*speed\s+(\d+)\s+(keep|left|right)\s*$")
@@ -148,51 +146,3 @@ def tiny_config(vocab_size: int, pad_id: int, eos_id: int, *, hidden: int = 64, 
         kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
         routed_scaling_factor=1.0, max_position_embeddings=512, pad_token_id=pad_id, eos_token_id=eos_id,
         bos_token_id=None, tie_word_embeddings=True, num_mtp_layers=0)
-
-
-def routers(model: nn.Module) -> list[nn.Module]:
-    """The V3 routers of a model (modules with an ``e_score_correction_bias`` buffer)."""
-    return [m for m in model.modules() if hasattr(m, "e_score_correction_bias")]
-
-
-class RouterLoads:
-    """Counts tokens per expert at every router of ``model`` while active (training forwards).
-
-    with RouterLoads(model) as loads:   # forward hooks on each router
-        loss = model(...).loss; loss.backward(); opt.step()
-        loads.update_bias(gamma)        # b_i += γ·sign(mean load − load_i), per layer; resets the counts
-    """
-
-    def __init__(self, model: nn.Module):
-        self.routers = routers(model)
-        self.loads = [torch.zeros(len(r.e_score_correction_bias)) for r in self.routers]
-        self.handles: list[Any] = []
-
-    def _hook(self, i: int):
-        def count(module: nn.Module, args: Any, output: Any) -> None:
-            indices = output[2] if isinstance(output, tuple) else output
-            if module.training:
-                self.loads[i] += torch.bincount(indices.reshape(-1).cpu(), minlength=len(self.loads[i])).float()
-        return count
-
-    def __enter__(self) -> RouterLoads:
-        self.handles = [r.register_forward_hook(self._hook(i)) for i, r in enumerate(self.routers)]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-    @torch.no_grad()
-    def update_bias(self, gamma: float) -> list[torch.Tensor]:
-        """Move every router's bias with its counted load; returns the loads used."""
-        used = []
-        for r, load in zip(self.routers, self.loads):
-            if load.sum() > 0:
-                bias = r.e_score_correction_bias
-                bias.copy_(moe_update_bias(bias.float().cpu(), load, gamma).to(bias))
-            used.append(load.clone())
-            load.zero_()
-        return used
-

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from r1lab.engine.rollout import Engine
 from r1lab.errors import UserError
 from r1lab.models import load_model, load_tokenizer, pad_id
+from r1lab.moe import attach_router_balancer
 from r1lab.rl.collect import Prompts, RewardFn
 from r1lab.rl.learner import Critic, Learner
 from r1lab.rl.settings import RLSettings
@@ -103,6 +104,7 @@ def load_learner(base: str, ckpt: Path | None, s: RLSettings, device: str) -> tu
         value = ValueModel.from_pretrained(value_src).to(device).train()
         critic = Critic(value, torch.optim.AdamW(value.parameters(), lr=s.value_lr, weight_decay=0.0))
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=s.lr, betas=(0.9, 0.99), weight_decay=s.weight_decay)
+    attach_router_balancer(policy, opt, s.router_bias_gamma)  # V3 routers: the bias update transformers lacks
     return Learner(policy, opt, pad_id(tok), ref=ref, critic=critic), tok
 
 

@@ -41,6 +41,8 @@ class RLSettings(LoraFields):
     mask_truncated: bool = field(default=False, metadata={"help": "no gradient from truncated completions"})
     # optimisation
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    router_bias_gamma: float = field(default=1e-3, metadata={
+        "help": "DeepSeek-V3 models: routing-bias update speed γ after each step (0 = off)"})
     warmup: int = field(default=10, metadata={"help": "linear warm-up steps"})
     schedule: str = field(default="constant", metadata={"help": "constant | cosine (after warm-up)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})

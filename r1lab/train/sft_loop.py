@@ -26,6 +26,7 @@ from tqdm import tqdm
 from r1lab.config import ConfigError
 from r1lab.errors import UserError
 from r1lab.models import pad_id, save_pretrained_atomic
+from r1lab.moe import attach_router_balancer
 from r1lab.train import checkpoint, lora
 from r1lab.train.schedule import lr_at
 from r1lab.train.sft import SFTExample, batches, evaluate_nll, sft_step
@@ -48,6 +49,8 @@ class SFTSettings(lora.LoraFields):
     resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint"})
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | wandb | trackio | none"})
     seed: int = field(default=0, metadata={"help": "seed of the data order and init"})
+    router_bias_gamma: float = field(default=1e-3, metadata={
+        "help": "DeepSeek-V3 models: routing-bias update speed γ after each step (0 = off)"})
 
     def validate(self) -> None:
         if self.epochs < 1 or self.tokens_per_step < 1 or self.micro_batch_tokens < 1 or self.save_every < 1:
@@ -72,6 +75,7 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
     run_dir = Path(run_dir)
     plan = [(epoch, rows) for epoch in range(s.epochs) for rows in batches(train_ex, s.tokens_per_step, s.seed, epoch)]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, betas=(0.9, 0.95), weight_decay=s.weight_decay)
+    attach_router_balancer(model, opt, s.router_bias_gamma)  # V3 routers: the bias update transformers lacks
     start, bad = 0, 0
     if ckpt is not None:
         state = checkpoint.load_state(ckpt)

@@ -8,8 +8,8 @@ pytest.importorskip("highway_env", reason="the driving extra (highway-env) is no
 
 from r1lab.driving.env import ANCHORS  # noqa: E402
 from r1lab.driving.reasoner import plan_text  # noqa: E402
+from r1lab.driving.task import drive_plan  # noqa: E402
 from r1lab.tasks import get_task  # noqa: E402
-from r1lab.tasks.drive import drive_plan  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ TASKS = {
     "math": "r1lab.tasks.math:Math",
     "knights_knaves": "r1lab.tasks.knights_knaves:KnightsKnaves",
     "code": "r1lab.tasks.code:Code",
-    "drive": "r1lab.tasks.drive:Drive",  # needs the driving extra (highway-env)
+    "drive": "r1lab.driving.task:Drive",  # needs the driving extra (highway-env); lives in driving/
 }
 
 

@@ -15,11 +15,11 @@ import sys
 from r1lab.config import add_dataclass_args, build_config
 from r1lab.errors import UserError
 
-COMMANDS = ("pretrain", "eval", "score", "zero", "sft", "sample", "distill", "r1", "drive", "report")
+COMMANDS = ("pretrain", "eval", "score", "zero", "sft", "sample", "distill", "r1", "drive", "drive-lm", "report")
 
 
 def _load(name: str):
-    return importlib.import_module(f"r1lab.commands.{name}")
+    return importlib.import_module(f"r1lab.commands.{name.replace('-', '_')}")
 
 
 class _Parser(argparse.ArgumentParser):

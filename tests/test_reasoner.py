@@ -126,3 +126,29 @@ def test_sft_of_the_v3_lm_moves_its_routing_bias(lm, tmp_path):
     steps = json.loads((tmp_path / "sft" / "summary.json").read_text())["steps"]
     for b in biases:  # each step adds ±γ or 0 to every expert
         assert torch.allclose(b / 0.01, (b / 0.01).round(), atol=1e-3) and b.abs().max() <= 0.01 * steps + 1e-6
+
+
+@pytest.mark.slow
+def test_drive_lm_runs_every_stage_at_smoke_size(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "lm"
+    args = [sys.executable, "-m", "r1lab", "drive-lm", "--output-dir", str(out), "--log-episodes", "6",
+            "--sft-epochs", "2", "--steps", "2", "--prompts-per-step", "2", "--group-size", "2",
+            "--max-new-tokens", "48", "--eval-starts", "1", "--duration", "3", "--workers", "0"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    for stage in ("1-data", "2-model", "3-sft", "4-grpo", "5-eval"):
+        assert (out / stage / "done.json").is_file(), stage
+    result = json.loads((out / "5-eval" / "done.json").read_text())
+    assert set(result["metrics"]) == {"sft", "grpo"} and result["metrics"]["grpo"]["all"]["episodes"] == 3
+    assert result["extra"]["grpo"]["tokens_per_decision"] > 0
+    assert (out / "drive_lm_report.md").read_text().startswith("# r1lab drive-lm report")
+    from transformers import AutoModelForCausalLM
+
+    assert type(AutoModelForCausalLM.from_pretrained(out / "4-grpo" / "final")).__name__ == "DeepseekV3ForCausalLM"
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a run

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="r1lab",
         description="Train reasoning models with the DeepSeek-R1 recipe: pretrain a tiny base, R1-Zero "
-        "(GRPO/PPO), SFT, rejection sampling, distillation, the four-stage R1 pipeline, evaluate, score, report.",
+        "(GRPO/PPO), SFT, rejection sampling, distillation, the four-stage R1 pipeline, evaluate, score, "
+        "GRPO for driving with a V3 mixture-of-experts policy and with a reasoning LM, report.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

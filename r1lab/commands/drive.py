@@ -43,7 +43,7 @@ from r1lab.driving.policy import DriverConfig, DriverPolicy
 from r1lab.driving.pool import EpisodePool
 from r1lab.driving.rollout import collect, expert_logs, expert_stats, held_out_starts, summarise, train_starts
 from r1lab.models import quiet_hf
-from r1lab.train import checkpoint
+from r1lab.train import checkpoint, stages
 from r1lab.train.tracking import RunLog
 
 HELP = "GRPO for waypoint planning in highway-env with a V3 mixture-of-experts policy (SSL -> BC -> GRPO)"
@@ -121,18 +121,6 @@ class Config:
                               minibatches=self.minibatches, temperature=self.temperature, bias_gamma=self.bias_gamma)
 
 
-def _done(stage: Path) -> dict | None:
-    path = stage / "done.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _finish(stage: Path, info: dict) -> dict:
-    tmp = stage / "done.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.rename(stage / "done.json")
-    return info
-
-
 def run(cfg: Config) -> dict:
     cfg.validate()
     runtime.configure(cfg.threads)
@@ -156,7 +144,7 @@ def run(cfg: Config) -> dict:
         times["grpo"] = time.time() - t
         frames = drive_report.render_frames(pool, run_dir / "4-grpo" / "final", cats, cfg.duration,
                                             run_dir / "frames") if cfg.frames else []
-    summary = {"idm": _done(run_dir / "1-logs")["idm"], "bc": bc["eval"], "grpo": rl["eval"], "temperature": cfg.temperature,
+    summary = {"idm": stages.done(run_dir / "1-logs")["idm"], "bc": bc["eval"], "grpo": rl["eval"], "temperature": cfg.temperature,
                "experts": rl.get("experts"), "stage_seconds_this_call": times, "frames": frames}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     drive_report.write(run_dir, summary)
@@ -167,7 +155,7 @@ def run(cfg: Config) -> dict:
 # ---------------------------------------------------------------------------------------------
 def stage_logs(cfg: Config, pool: EpisodePool, stage: Path, cats: tuple[str, ...]) -> dict:
     """IDM/MOBIL logs (train), its held-out drive (baseline), labelled decisions."""
-    if (info := _done(stage)) is not None:
+    if (info := stages.done(stage)) is not None:
         return torch.load(stage / "logs.pt", weights_only=False)
     stage.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
@@ -184,7 +172,7 @@ def stage_logs(cfg: Config, pool: EpisodePool, stage: Path, cats: tuple[str, ...
     info = {"episodes": len(episodes), "decisions": len(labels),
             "label_error_m": float(np.mean([s[2] for s in labels])) if labels else None,
             "idm": summarise(comps, [c["category"] for c in comps])}
-    _finish(stage, info)
+    stages.finish(stage, info)
     return logs
 
 
@@ -196,7 +184,7 @@ def _new_policy(cfg: Config) -> DriverPolicy:
 
 
 def stage_ssl(cfg: Config, logs: dict, stage: Path) -> None:
-    if _done(stage) is not None:
+    if stages.done(stage) is not None:
         return
     stage.mkdir(parents=True, exist_ok=True)
     policy = _new_policy(cfg)
@@ -211,7 +199,7 @@ def stage_ssl(cfg: Config, logs: dict, stage: Path) -> None:
             fh.write(json.dumps({"step": i + 1, **row}) + "\n")
     with quiet_hf():
         policy.save_pretrained(stage / "final")
-    _finish(stage, {"steps": cfg.ssl_steps, "final": history[-1] if history else None})
+    stages.finish(stage, {"steps": cfg.ssl_steps, "final": history[-1] if history else None})
 
 
 def evaluate(policy: DriverPolicy, pool: EpisodePool, cfg: Config, cats: tuple[str, ...]) -> tuple[dict, dict]:
@@ -229,7 +217,7 @@ def evaluate(policy: DriverPolicy, pool: EpisodePool, cfg: Config, cats: tuple[s
 
 
 def stage_bc(cfg: Config, pool: EpisodePool, logs: dict, stage: Path, cats: tuple[str, ...]) -> dict:
-    if (info := _done(stage)) is not None:
+    if (info := stages.done(stage)) is not None:
         return info
     stage.mkdir(parents=True, exist_ok=True)
     with quiet_hf():
@@ -247,12 +235,12 @@ def stage_bc(cfg: Config, pool: EpisodePool, logs: dict, stage: Path, cats: tupl
         policy.save_pretrained(stage / "final")
     metrics, experts = evaluate(policy, pool, cfg, cats)
     held = [s for ep in logs["held_out"] for s in ep]
-    return _finish(stage, {"eval": metrics, "experts": experts, "held_out_anchor_acc": bc_accuracy(policy, held),
+    return stages.finish(stage, {"eval": metrics, "experts": experts, "held_out_anchor_acc": bc_accuracy(policy, held),
                            "final": history[-1] if history else None})
 
 
 def stage_grpo(cfg: Config, pool: EpisodePool, stage: Path, cats: tuple[str, ...]) -> dict:
-    if (info := _done(stage)) is not None:
+    if (info := stages.done(stage)) is not None:
         return info
     stage.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint.latest(stage) if cfg.resume else None
@@ -300,4 +288,4 @@ def stage_grpo(cfg: Config, pool: EpisodePool, stage: Path, cats: tuple[str, ...
     metrics, experts = evaluate(policy, pool, cfg, cats)
     with open(stage / "eval.jsonl", "a") as fh:
         fh.write(json.dumps({"step": cfg.steps, "metrics": metrics, "experts": experts}) + "\n")
-    return _finish(stage, {"eval": metrics, "experts": experts, "steps": cfg.steps, "settings": asdict(settings)})
+    return stages.finish(stage, {"eval": metrics, "experts": experts, "steps": cfg.steps, "settings": asdict(settings)})

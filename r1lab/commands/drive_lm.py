@@ -50,7 +50,7 @@ from r1lab.rl.collect import Prompts
 from r1lab.rl.settings import RLSettings
 from r1lab.tasks import get_task
 from r1lab.tasks.base import render_prompt
-from r1lab.train import checkpoint
+from r1lab.train import checkpoint, stages
 from r1lab.train.sft import tokenize
 from r1lab.train.sft_loop import SFTSettings, fit
 from r1lab.train.tracking import RunLog
@@ -102,16 +102,6 @@ class Config:
         return tuple(c.strip() for c in self.categories.split(",") if c.strip())
 
 
-def _done(stage: Path) -> dict | None:
-    return json.loads((stage / "done.json").read_text()) if (stage / "done.json").is_file() else None
-
-
-def _finish(stage: Path, info: dict) -> dict:
-    (stage / "done.json.tmp").write_text(json.dumps(info, indent=2))
-    (stage / "done.json.tmp").rename(stage / "done.json")
-    return info
-
-
 def run(cfg: Config) -> dict:
     cfg.validate()
     runtime.configure(cfg.threads)
@@ -131,19 +121,19 @@ def run(cfg: Config) -> dict:
 
 
 def stage_data(cfg: Config, pool: EpisodePool, stage: Path) -> list[dict]:
-    if _done(stage) is None:
+    if stages.done(stage) is None:
         stage.mkdir(parents=True, exist_ok=True)
         logs, _ = expert_logs(pool, train_starts(np.random.default_rng(cfg.seed), cfg.log_episodes, cfg.cats()),
                               cfg.duration)
         rows = [{"prompt": render_prompt(reasoner.scene_text(o, cfg.duration), "r1"),
                  "response": reasoner.completion(o, a)} for ep in logs for o, a, _ in ep]
         (stage / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        _finish(stage, {"rows": len(rows), "episodes": len(logs)})
+        stages.finish(stage, {"rows": len(rows), "episodes": len(logs)})
     return [json.loads(x) for x in (stage / "rows.jsonl").read_text().splitlines()]
 
 
 def stage_model(cfg: Config, rows: list[dict], stage: Path) -> None:
-    if _done(stage) is not None:
+    if stages.done(stage) is not None:
         return
     from transformers import DeepseekV3ForCausalLM
 
@@ -152,7 +142,7 @@ def stage_model(cfg: Config, rows: list[dict], stage: Path) -> None:
                                                        hidden=cfg.hidden, layers=cfg.layers, n_routed=cfg.n_routed,
                                                        top_k=cfg.experts_per_token))
     save_pretrained_atomic(model, tok, stage / "init")
-    _finish(stage, {"params": sum(p.numel() for p in model.parameters()), "active_params": active_params(model),
+    stages.finish(stage, {"params": sum(p.numel() for p in model.parameters()), "active_params": active_params(model),
                     "vocab": len(tok)})
 
 
@@ -165,7 +155,7 @@ def active_params(model: torch.nn.Module) -> int:
 
 
 def stage_sft(cfg: Config, rows: list[dict], stage: Path) -> dict:
-    if (info := _done(stage)) is not None:
+    if (info := stages.done(stage)) is not None:
         return info
     src = stage.parent / "2-model" / "init"
     ckpt = checkpoint.latest(stage) if cfg.resume else None
@@ -179,11 +169,11 @@ def stage_sft(cfg: Config, rows: list[dict], stage: Path) -> dict:
                     eval_every=0, save_every=20, report_to="none", seed=cfg.seed, resume=cfg.resume,
                     router_bias_gamma=cfg.router_bias_gamma)
     summary = fit(model, tok, train_ex, eval_ex, s, stage, ckpt, to_dict(cfg))
-    return _finish(stage, {**summary, "model": str(stage / "final")})
+    return stages.finish(stage, {**summary, "model": str(stage / "final")})
 
 
 def stage_grpo(cfg: Config, stage: Path) -> dict:
-    if (info := _done(stage)) is not None:
+    if (info := stages.done(stage)) is not None:
         return info
     stage.mkdir(parents=True, exist_ok=True)
     s = RLSettings(prompts_per_step=cfg.prompts_per_step, group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
@@ -200,7 +190,7 @@ def stage_grpo(cfg: Config, stage: Path) -> dict:
                   rl_loop.Schedule(cfg.steps, 0, 5, 5), stage, runlog, tok, None, start, "4-grpo")
     runlog.close()
     save_pretrained_atomic(learner.policy, tok, stage / "final")
-    return _finish(stage, {"steps": cfg.steps, "model": str(stage / "final")})
+    return stages.finish(stage, {"steps": cfg.steps, "model": str(stage / "final")})
 
 
 @torch.no_grad()
@@ -254,7 +244,7 @@ def drive_closed_loop(model_dir: str, pool: EpisodePool, cfg: Config) -> dict:
 
 
 def stage_eval(cfg: Config, pool: EpisodePool, stage: Path, models: dict[str, str]) -> dict:
-    if (info := _done(stage)) is not None:
+    if (info := stages.done(stage)) is not None:
         return info
     stage.mkdir(parents=True, exist_ok=True)
     out = {"metrics": {}, "extra": {}}
@@ -263,7 +253,7 @@ def stage_eval(cfg: Config, pool: EpisodePool, stage: Path, models: dict[str, st
         res = drive_closed_loop(path, pool, cfg)
         out["metrics"][name] = res.pop("metrics")
         out["extra"][name] = {**res, "seconds": time.time() - t}
-    return _finish(stage, out)
+    return stages.finish(stage, out)
 
 
 def write_report(out: Path, result: dict) -> Path:

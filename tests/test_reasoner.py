@@ -152,3 +152,13 @@ def test_drive_lm_runs_every_stage_at_smoke_size(tmp_path):
     assert type(AutoModelForCausalLM.from_pretrained(out / "4-grpo" / "final")).__name__ == "DeepseekV3ForCausalLM"
     again = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a run
+
+
+def test_drive_lm_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    for args, needle in ((["--categories", "parking"], "categories"), (["--group-size", "1"], "group_size")):
+        p = subprocess.run([sys.executable, "-m", "r1lab", "drive-lm", "--output-dir", str(tmp_path / "x"), *args],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -9,7 +9,7 @@ import torch
 
 from r1lab.engine.fastdecode import FastDecoder, supported
 from r1lab.engine.kvcache import HFDecoder
-from r1lab.engine.rollout import HFEngine, SamplingParams, sample_inverse_cdf
+from r1lab.engine.rollout import HFEngine, SamplingParams, sample_inverse_cdf, stream_uniforms
 from r1lab.models import load_model, load_tokenizer
 
 
@@ -102,11 +102,11 @@ def test_engine_fast_and_plain_decoders_sample_the_same(tiny_model_dir):
 
 def test_inverse_cdf_frequencies_match_probabilities():
     probs = torch.tensor([[0.5, 0.0, 0.2, 0.3], [0.0, 0.0, 0.0, 2.0], [1.0, 3.0, 0.0, 0.0]])  # unnormalised ok
-    g = torch.Generator().manual_seed(0)
     draws = 40_000
     counts = torch.zeros_like(probs)
-    for _ in range(4):
-        idx = sample_inverse_cdf(probs.repeat(draws // 4, 1), g).view(-1, 3)
+    for step in range(4):  # the per-sample streams: 30k sample indices × 4 decode steps
+        rows = probs.repeat(draws // 4, 1)
+        idx = sample_inverse_cdf(rows, stream_uniforms(0, torch.arange(len(rows)), step)).view(-1, 3)
         for row in range(3):
             counts[row] += torch.bincount(idx[:, row], minlength=4).float()
     freq = counts / draws
@@ -116,13 +116,33 @@ def test_inverse_cdf_frequencies_match_probabilities():
     assert torch.allclose(freq, expected, atol=0.01), freq
 
 
-def test_inverse_cdf_never_picks_zero_mass_when_u_is_at_the_top(monkeypatch):
+def test_inverse_cdf_never_picks_zero_mass_when_u_is_at_the_top():
     # u drawn at the very top of [0, 1): u·Σp can round up to Σp; trailing zero-mass tokens
     # must still never be returned (the guard clamps u strictly below the CDF's last value)
     probs = torch.tensor([[1e-8, 1.0, 0.0, 0.0], [0.3, 0.0, 0.7, 0.0]])
     for top in (1.0 - 2**-24, 1.0):
-        monkeypatch.setattr(torch, "rand", lambda shape, top=top, **kw: torch.full(shape, top))
-        assert sample_inverse_cdf(probs, None).tolist() == [1, 2]
+        assert sample_inverse_cdf(probs, torch.full((2,), top)).tolist() == [1, 2]
+
+
+def test_stream_uniforms_are_uniform_and_keyed():
+    idx = torch.arange(200_000)
+    u = stream_uniforms(5, idx, 3)
+    assert u.dtype == torch.float32 and float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    # 10 bins of 20k draws: a standard error of ~0.00067 per bin share
+    share = torch.bincount((u * 10).long(), minlength=10).float() / len(u)
+    assert torch.allclose(share, torch.full((10,), 0.1), atol=0.004), share
+    assert abs(float(u.mean()) - 0.5) < 0.003
+    # a pure function of (seed, index, step); any one of them changes the draw
+    assert torch.equal(stream_uniforms(5, idx[:7], 3), u[:7])
+    assert torch.equal(stream_uniforms(5, idx[[6, 2]], 3), u[[6, 2]])
+    for other in (stream_uniforms(6, idx, 3), stream_uniforms(5, idx + 1, 3), stream_uniforms(5, idx, 4),
+                  stream_uniforms(5 + 2**32, idx, 3)):
+        assert float((other == u).float().mean()) < 0.001
+    # neighbouring indices and steps are not correlated
+    a, b = u[:-1] - 0.5, u[1:] - 0.5
+    assert abs(float((a * b).mean()) / float((a * a).mean())) < 0.01
+    c = stream_uniforms(5, idx, 4) - 0.5
+    assert abs(float(((u - 0.5) * c).mean()) / float((c * c).mean())) < 0.01
 
 
 def test_bf16_model_matches_within_bf16_rounding():

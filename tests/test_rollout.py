@@ -48,6 +48,22 @@ def test_layout_finish_reasons_and_seed(tiny_model_dir):
             assert s.completion_ids[-1] == tok.eos_token_id
 
 
+def test_samples_do_not_depend_on_batch_chunk_or_split(tiny_model_dir):
+    # per-sample random streams: a sample is a function of (seed, its index) only, so chunking,
+    # batch-mates and a split of the prompts across ranks (stream_offset) change nothing
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    params = SamplingParams(max_new_tokens=20, temperature=1.0, top_p=0.95, seed=4)
+    whole = HFEngine(model, tok).generate(PROMPTS, params, n=3).samples
+    chunked = HFEngine(model, tok, max_batch=3).generate(PROMPTS, params, n=3).samples
+    first = HFEngine(model, tok).generate(PROMPTS[:1], params, n=3).samples
+    rest = HFEngine(model, tok).generate(PROMPTS[1:], SamplingParams(**{**vars(params), "stream_offset": 3}), n=3).samples
+    for other in (chunked, first + rest):
+        assert [s.completion_ids for s in other] == [s.completion_ids for s in whole]
+        for a, b in zip(other, whole):
+            assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    assert len({tuple(s.completion_ids) for s in whole}) > 3  # the streams differ between samples
+
+
 def test_stop_string_cuts_generation(tiny_model_dir):
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
     engine = HFEngine(model, tok)

@@ -13,7 +13,11 @@ How it works (one chunk of prompts at a time):
    Mistral) decode through ``fastdecode.FastDecoder``, a lean step on the model's own weights;
    any other model through its own ``forward`` with an in-place KV cache
    (``kvcache.HFDecoder``). Both give the model's logits (tests compare them to 1e-5).
-   Tokens are drawn by inverse-CDF sampling, one uniform per row.
+   Tokens are drawn by inverse-CDF sampling, one uniform per row, from a per-sample random
+   stream: u = hash(seed, sample index, decode step) (``stream_uniforms``). A sample's tokens
+   are therefore a function of (seed, its index, the model) alone, not of which other samples
+   share its batch, chunk or rank: a global batch split across data-parallel ranks
+   (``stream_offset``) samples what one process samples.
 3. Log-probs are those of the sampled tokens under softmax(logits / temperature), before
    top-k/top-p truncation: the same quantity the policy update computes, so with μ = 1 the
    update can reuse them as π_old (tests check them against a full forward pass).
@@ -43,7 +47,8 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     stop: tuple[str, ...] = ("</answer>",)
-    seed: int | None = None
+    seed: int | None = None  # None = a fresh seed from torch's global generator
+    stream_offset: int = 0  # index of the first sample's random stream (a rank's share of a batch)
 
 
 @dataclass
@@ -86,10 +91,38 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x):
+    """A 32-bit integer finaliser (Wellons' "lowbias32"): int64 values in [0, 2^32) -> same range.
+    Products wrap in int64 and are masked back to their low 32 bits, so it is exact on any device."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+def stream_uniforms(seed: int, index: torch.Tensor, step: int) -> torch.Tensor:
+    """Counter-based uniforms: u = hash(seed, index, step) in [0, 1), float32, 24 random bits.
+
+    index (A,) int64: each row's sample index (its random stream) -> (A,). Written by hand because
+    torch's generators are per-batch streams (a row's draw would depend on its batch-mates) and
+    ``torch.Generator`` per row costs one call per sample per token. No library offers a
+    vectorised keyed hash on tensors; this one is a few integer ops.
+    """
+    key = _mix32((seed & _M32) ^ _mix32(((seed >> 32) & _M32) + 0x3C6EF372))
+    h = _mix32((index.to(torch.int64) * 0x9E3779B9 + key) & _M32)
+    h = _mix32(h ^ ((step * 0x85EBCA6B + 0x27D4EB2F) & _M32))
+    return (h >> 8).to(torch.float32) * (2.0**-24)
+
+
 def sample_next(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+    logits: torch.Tensor, params: SamplingParams, u: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample one token per row. logits (A, V) float -> (tokens (A,), logprobs (A,), entropy (A,)).
+    """Sample one token per row. logits (A, V) float, u (A,) uniforms in [0, 1) ->
+    (tokens (A,), logprobs (A,), entropy (A,)).
 
     Inverse-CDF sampling: one uniform u_a per row, token = the first index whose cumulative
     probability exceeds u_a·Σp (one random number per row where ``torch.multinomial`` draws
@@ -107,19 +140,20 @@ def sample_next(
             probs = torch.softmax(filter_logits(logp, params.top_k, params.top_p), dim=-1)
         else:
             probs = full
-        tokens = sample_inverse_cdf(probs, generator)
+        tokens = sample_inverse_cdf(probs, u)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1), entropy
 
 
-def sample_inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """probs (A, V) ≥ 0, rows not necessarily normalised -> (A,) indices, P(i) = p_i / Σp.
+def sample_inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """probs (A, V) ≥ 0, rows not necessarily normalised, u (A,) uniforms in [0, 1) -> (A,)
+    indices, P(i) = p_i / Σp.
 
     A zero-probability token is never returned: u < cdf[-1] strictly, and the first index with
     cdf > u has cdf[i] > cdf[i-1].
     """
     cdf = probs.cumsum(-1)
     total = cdf[:, -1:]
-    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=cdf.dtype) * total
+    u = u.to(device=cdf.device, dtype=cdf.dtype)[:, None] * total
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
@@ -157,20 +191,20 @@ class HFEngine:
         if n < 1:
             raise ValueError("n must be >= 1")
         device = next(self.model.parameters()).device
-        gen = torch.Generator(device=device)
-        gen.manual_seed(params.seed if params.seed is not None else int(torch.randint(0, 2**31, (1,)).item()))
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31, (1,)).item())
         per_chunk = max(1, self.max_batch // n)
         samples: list[Sample] = []
         was_training = self.model.training
         self.model.eval()
         try:
             for start in range(0, len(prompts), per_chunk):
-                samples.extend(self._generate_chunk(prompts[start : start + per_chunk], params, n, gen, device))
+                first = params.stream_offset + start * n  # random stream of the chunk's first sample
+                samples.extend(self._generate_chunk(prompts[start : start + per_chunk], params, n, seed, first, device))
         finally:
             self.model.train(was_training)
         return RolloutOutput(samples=samples, n=n)
 
-    def _generate_chunk(self, prompts, params, n, gen, device) -> list[Sample]:
+    def _generate_chunk(self, prompts, params, n, seed, first, device) -> list[Sample]:
         tok = self.tokenizer
         enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         width, steps = max(len(e) for e in enc), params.max_new_tokens
@@ -196,7 +230,7 @@ class HFEngine:
         eos_t = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
         stop_t = torch.tensor(sorted({e[0] for e in stop_enc} if single else ()), dtype=torch.long, device=device)
         for step in range(steps):
-            tokens, logp, ent = sample_next(logits, params, gen)
+            tokens, logp, ent = sample_next(logits, params, stream_uniforms(seed, live + first, step))
             out_tok[live, step] = tokens
             out_lp[live, step] = logp
             out_ent[live, step] = ent

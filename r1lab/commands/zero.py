@@ -32,15 +32,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from r1lab import runtime
+from r1lab import distributed, runtime
 from r1lab.config import ConfigError, to_dict
 from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.evaluation.evaluate import evaluate
-from r1lab.models import (
-    pick_device,
-    resolve_model,
-    save_pretrained_atomic,
-)
+from r1lab.models import resolve_model, save_pretrained_atomic
 from r1lab.rewards.safe import RewardRunner
 from r1lab.rl import loop as rl_loop
 from r1lab.rl.collect import Prompts
@@ -81,6 +77,8 @@ class Config(RLSettings):
     eval_top_p: float = field(default=0.95, metadata={"help": "eval top-p"})
     save_every: int = field(default=1, metadata={"help": "checkpoint every N steps"})
     sample_every: int = field(default=10, metadata={"help": "log sample completions every N steps (0 = never)"})
+    dump_rollouts: bool = field(default=False, metadata={
+        "help": "write every trained completion (token ids, text, reward) to rollouts.jsonl"})
     resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint"})
     report_to: str = field(default="tensorboard", metadata={
         "help": "metric loggers besides metrics.jsonl, comma-separated: tensorboard | wandb | trackio | none"})
@@ -118,7 +116,7 @@ def run(cfg: Config) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     runtime.configure(cfg.threads, cfg.reuse_memory)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = distributed.init(cfg.device)  # under torchrun: join the group; rank 0 logs and saves
     learner, tok = rl_loop.load_learner(resolve_model(cfg.model), ckpt, cfg, device)
     task = get_task(cfg.task, **task_kwargs(cfg), format_weight=cfg.format_weight, language_weight=cfg.language_weight)
     train, test = task.examples("train"), task.examples("test")[: cfg.eval_problems]
@@ -128,14 +126,20 @@ def run(cfg: Config) -> dict:
     engine = HFEngine(learner.policy, tok, max_batch=max(256, cfg.prompts_per_step * cfg.group_size))
     rewards = RewardRunner(task, cfg.reward_fn or None, cfg.reward_timeout)
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
-    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    main = distributed.is_main()
+    if main:
+        (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "world_size": distributed.world()}, indent=2))
     runlog = RunLog(run_dir, cfg.report_to, start, config=to_dict(cfg))
     t_start = time.time()
     evals = rl_loop.train(learner, engine, prompts, rewards, cfg,
-                          rl_loop.Schedule(cfg.steps, cfg.eval_every, cfg.save_every, cfg.sample_every), run_dir, runlog,
+                          rl_loop.Schedule(cfg.steps, cfg.eval_every, cfg.save_every, cfg.sample_every, cfg.dump_rollouts),
+                          run_dir, runlog,
                           tok, lambda step: held_out(cfg, learner.policy, tok, task, test, step, runlog), start, "zero")
     runlog.close()
     final_dir = run_dir / "final"
+    if not main:
+        distributed.close()
+        return {"run_dir": str(run_dir), "rank": distributed.rank()}
     save_pretrained_atomic(lora.plain(learner.policy), tok, final_dir)
     summary = {
         "run_dir": str(run_dir),
@@ -146,9 +150,11 @@ def run(cfg: Config) -> dict:
         "final_pass@1": evals[-1]["pass@1"] if evals else None,
         "reward_errors": rewards.total_errors,
         "reward_timeouts": rewards.total_timeouts,
+        "world_size": distributed.world(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
+    distributed.close()
     return summary
 
 

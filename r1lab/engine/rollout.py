@@ -105,7 +105,7 @@ def _mix32(x):
 
 
 def stream_uniforms(seed: int, index: torch.Tensor, step: int) -> torch.Tensor:
-    """Counter-based uniforms: u = hash(seed, index, step) in [0, 1), float32, 24 random bits.
+    """Counter-based uniforms: u = hash(seed, index, step) in [0, 1), float64, 48 random bits.
 
     index (A,) int64: each row's sample index (its random stream) -> (A,). Written by hand because
     torch's generators are per-batch streams (a row's draw would depend on its batch-mates) and
@@ -115,7 +115,8 @@ def stream_uniforms(seed: int, index: torch.Tensor, step: int) -> torch.Tensor:
     key = _mix32((seed & _M32) ^ _mix32(((seed >> 32) & _M32) + 0x3C6EF372))
     h = _mix32((index.to(torch.int64) * 0x9E3779B9 + key) & _M32)
     h = _mix32(h ^ ((step * 0x85EBCA6B + 0x27D4EB2F) & _M32))
-    return (h >> 8).to(torch.float32) * (2.0**-24)
+    low = _mix32(h ^ 0x5BD1E995)  # 24 more bits: tokens far below 2^-24 stay reachable
+    return (h >> 8).to(torch.float64) * (2.0**-24) + (low >> 8).to(torch.float64) * (2.0**-48)
 
 
 def sample_next(
@@ -149,9 +150,11 @@ def sample_inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     indices, P(i) = p_i / Σp.
 
     A zero-probability token is never returned: u < cdf[-1] strictly, and the first index with
-    cdf > u has cdf[i] > cdf[i-1].
+    cdf > u has cdf[i] > cdf[i-1]. The CDF is summed in float64: in float32 its rounding
+    (~1e-7 of the total) is as large as the tail tokens' probabilities, so which tail token a
+    given u picks would depend on float noise in the logits (a different batch, or rank).
     """
-    cdf = probs.cumsum(-1)
+    cdf = probs.to(torch.float64).cumsum(-1)
     total = cdf[:, -1:]
     u = u.to(device=cdf.device, dtype=cdf.dtype)[:, None] * total
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))

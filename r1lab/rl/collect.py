@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from r1lab import distributed
 from r1lab.engine.rollout import Engine, Sample, SamplingParams
 from r1lab.evaluation.reflection import reflection_rate
 from r1lab.rewards.safe import overlong_penalty
@@ -67,33 +68,47 @@ def collect(
     tries = 1 + (s.max_refills if s.dynamic_sampling else 0)
     for attempt in range(tries):
         exs = [prompts.examples[i] for i in prompt_indices(step, attempt, len(prompts.examples), s.prompts_per_step, s.seed)]
-        params = SamplingParams(s.max_new_tokens, s.temperature, s.top_p, s.top_k, prompts.stop,
-                                seed=s.seed * 1_000_003 + step * 101 + attempt)
         texts = [prompts.render(e) for e in exs]
-        out = engine.generate(texts, params, n=G)
+        samples, rewards, comps, errs = sample_and_score(engine, texts, exs, reward, s, G,
+                                                         s.seed * 1_000_003 + step * 101 + attempt, prompts.stop)
         flat_ex = [e for e in exs for _ in range(G)]
-        rewards, comps, errs = reward(flat_ex, [x.text for x in out.samples])
         for key in ("reward_errors", "reward_timeouts"):
             stats[key] += errs[key]
-        for i, x in enumerate(out.samples):
+        for i, x in enumerate(samples):
             pen = overlong_penalty(len(x.completion_ids), s.max_new_tokens, s.overlong_buffer)
             if pen:
                 rewards[i] += pen
                 comps[i]["overlong"] = pen
         if first is None:
-            first = (out.samples, rewards, comps, flat_ex)
-            shown = [{"prompt": texts[g], "completion": out.samples[g * G].text, "reward": rewards[g * G],
+            first = (samples, rewards, comps, flat_ex)
+            shown = [{"prompt": texts[g], "completion": samples[g * G].text, "reward": rewards[g * G],
                       "correct": bool(comps[g * G].get("accuracy", 0.0))} for g in range(min(3, len(exs)))]
         for g in range(len(exs)):
             sl = slice(g * G, (g + 1) * G)
             r = rewards[sl]
             if not s.dynamic_sampling or max(r) - min(r) > 1e-9:
-                groups.append(Group(exs[g], out.samples[sl], r, comps[sl]))
+                groups.append(Group(exs[g], samples[sl], r, comps[sl]))
         if len(groups) >= s.prompts_per_step:
             break
     groups = groups[: s.prompts_per_step]
     stats.update(rollout_stats(*first, G, s.reflection_words), kept_groups=len(groups))
     return groups, stats, shown
+
+
+def sample_and_score(engine: Engine, texts: list[str], exs: list[dict], reward: RewardFn, s: RLSettings, G: int,
+                     seed: int, stop: tuple[str, ...]) -> tuple[list[Sample], list[float], list[dict], dict[str, int]]:
+    """G samples of each prompt and their rewards, prompt-major. Under torchrun each rank samples
+    and scores its block of the prompts with those samples' own random streams, and every rank
+    receives the whole batch (``distributed``), so the result is the single-process one."""
+    lo, hi = distributed.block(len(texts))
+    params = SamplingParams(s.max_new_tokens, s.temperature, s.top_p, s.top_k, stop,
+                            seed=seed, stream_offset=lo * G)
+    samples = engine.generate(texts[lo:hi], params, n=G).samples if hi > lo else []
+    flat_ex = [e for e in exs[lo:hi] for _ in range(G)]
+    rewards, comps, errs = reward(flat_ex, [x.text for x in samples]) if samples else ([], [], {})
+    parts = distributed.gather((samples, rewards, comps, errs))
+    totals = {k: sum(p[3].get(k, 0) for p in parts) for k in ("reward_errors", "reward_timeouts")}
+    return [x for p in parts for x in p[0]], [x for p in parts for x in p[1]], [x for p in parts for x in p[2]], totals
 
 
 def rollout_stats(samples: list[Sample], rewards: list[float], comps: list[dict], examples: list[dict], G: int,

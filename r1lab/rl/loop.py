@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from r1lab import distributed
 from r1lab.engine.rollout import Engine
 from r1lab.errors import UserError
 from r1lab.models import load_model, load_tokenizer, pad_id
@@ -48,6 +49,7 @@ class Schedule:
     eval_every: int = 0  # 0 = at the start and the end only
     save_every: int = 1
     sample_every: int = 0
+    dump_rollouts: bool = False  # every trained completion to rollouts.jsonl
 
 
 def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, s: RLSettings, sched: Schedule,
@@ -57,9 +59,12 @@ def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, 
     run_dir = Path(run_dir)
     eval_file = run_dir / "eval.jsonl"
     evals = [json.loads(x) for x in eval_file.read_text().splitlines()] if start and eval_file.is_file() else []
+    main = distributed.is_main()  # under torchrun rank 0 evaluates, logs and saves; all ranks train
+    evaluate = evaluate if main else None
     if start == 0 and evaluate is not None:
         evals.append(evaluate(0))
-    bar = tqdm(range(start, sched.steps), initial=start, total=sched.steps, desc=desc, unit="step", dynamic_ncols=True)
+    bar = tqdm(range(start, sched.steps), initial=start, total=sched.steps, desc=desc, unit="step", dynamic_ncols=True,
+               disable=not main)
     for step in bar:
         lr = lr_at(step, s.lr, s.warmup, sched.steps, s.schedule)
         try:
@@ -67,19 +72,25 @@ def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, 
         except NonFiniteError as exc:
             raise UserError(f"{exc}. Last good checkpoint: {run_dir / 'checkpoint'}") from exc
         stats = result.metrics
-        runlog.write("metrics.jsonl", {"step": step, **stats}, prefix="train/")
+        runlog.write("metrics.jsonl", {"step": step, **stats, "world_size": distributed.world()}, prefix="train/")
         bar.set_postfix(reward=f"{stats['reward']:.3f}", acc=f"{stats['accuracy']:.3f}", len=f"{stats['response_length']:.0f}")
         if s.ref_refresh and learner.ref is not None and (step + 1) % s.ref_refresh == 0:
             learner.ref.load_state_dict(learner.policy.state_dict())
+        if sched.dump_rollouts:
+            for g, group in enumerate(result.groups):
+                for j, (x, r) in enumerate(zip(group.samples, group.rewards)):
+                    runlog.write("rollouts.jsonl", {"step": step, "group": g, "sample": j, "reward": r,
+                                                    "completion_ids": x.completion_ids, "text": x.text}, prefix=None)
         if sched.sample_every and step % sched.sample_every == 0:
             for row in result.shown[:3]:
                 runlog.write("samples.jsonl", {"step": step, **row}, prefix=None)
         last = step == sched.steps - 1
         if evaluate is not None and (last or (sched.eval_every and (step + 1) % sched.eval_every == 0)):
             evals.append(evaluate(step + 1))
-        if last or (step + 1) % sched.save_every == 0:
+        if main and (last or (step + 1) % sched.save_every == 0):
             save(run_dir, learner, tok, step + 1, keep_ref=bool(s.ref_refresh))
     bar.close()
+    distributed.barrier()
     return evals
 
 

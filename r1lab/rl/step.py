@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from r1lab.engine.rollout import Engine
-from r1lab.rl.collect import Prompts, RewardFn, collect
+from r1lab.rl.collect import Group, Prompts, RewardFn, collect
 from r1lab.rl.learner import Learner
 from r1lab.rl.settings import RLSettings
 from r1lab.rl.update import prepare, update
@@ -32,6 +32,7 @@ from r1lab.rl.update import prepare, update
 class StepResult:
     metrics: dict[str, float]  # one metrics.jsonl row (without "step")
     shown: list[dict[str, Any]] = field(default_factory=list)  # a few sampled completions to log
+    groups: list[Group] = field(default_factory=list)  # the groups trained on (for a rollout dump)
 
 
 def rl_step(step: int, learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn,
@@ -43,7 +44,7 @@ def rl_step(step: int, learner: Learner, engine: Engine, prompts: Prompts, rewar
     stats.update({"time/rollout": t_rollout, "tokens_per_s": stats.pop("completion_tokens") / max(t_rollout, 1e-9)})
     if not groups:  # dynamic sampling found no group with reward spread
         stats.update(skipped_step=1.0, lr=lr, **{"time/update": 0.0, "time/step": t_rollout})
-        return StepResult(stats, shown)
+        return StepResult(stats, shown, groups)
     batch = prepare(groups, learner, settings)  # π_old, π_ref, V_old -> advantages
     stats["trained_share"] = float(batch.train.float().mean())
     stats.update(batch.stats)
@@ -54,4 +55,4 @@ def rl_step(step: int, learner: Learner, engine: Engine, prompts: Prompts, rewar
     stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         stats["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return StepResult(stats, shown)
+    return StepResult(stats, shown, groups)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from r1lab import distributed
 from r1lab.rl.collect import Group
 from r1lab.rl.grpo import gae, group_advantages, masked_whiten, policy_loss, value_loss
 from r1lab.rl.learner import Learner
@@ -56,6 +57,7 @@ class RolloutBatch:
     returns: torch.Tensor | None = None  # (N, T) PPO value targets
     old_values: torch.Tensor | None = None  # (N, T) PPO V_old
     train: torch.Tensor | None = None  # (N,) bool: rows that need a forward/backward (None = all)
+    owned: torch.Tensor | None = None  # (N,) bool: rows this rank trains under torchrun (None = all)
     n_groups: int = 0
     stats: dict[str, float] = field(default_factory=dict)  # batch-level statistics to log
 
@@ -64,6 +66,8 @@ def shared_prompts(model, pk: Packed, settings: RLSettings, pad_id: int, rows: t
     """The prompt pass of ``rows`` (all rows if None) for the shared-prefix forward, or None when
     it is off or the model is not one ``fasttrain`` covers (then the plain forward runs)."""
     if not settings.shared_prompt or pk.prompts is None or not fasttrain.supported(model):
+        return None
+    if rows is not None and not len(rows):
         return None
     use = None if rows is None else pk.prompt_index[rows].unique().tolist()
     return fasttrain.SharedPrompts(model, pk.prompts, pad_id, use)
@@ -76,18 +80,23 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
     rewards = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
     device = learner.device
     pk = pack(samples, learner.pad_id, device)
+    # under torchrun: group g is this rank's when g mod W == rank; per-row passes run on own rows,
+    # then sum_tensor completes them (every other row is 0 there), so all ranks hold every row
+    owned = distributed.owned(len(groups)).repeat_interleave(s.group_size).to(device)
+    mine = torch.nonzero(owned).squeeze(1)
     mask = pk.mask.clone()
     if s.mask_truncated:
         mask[torch.tensor([x.finish_reason == "length" for x in samples], device=device)] = 0.0
-    old_logp = pk.sample_logp.clone() if s.recompute_old_logp else pk.sample_logp
+    old_logp = torch.zeros_like(mask) if s.recompute_old_logp else pk.sample_logp
     ref_logp = torch.zeros_like(mask) if s.beta > 0 else None
     critic = learner.critic
     old_values = torch.zeros_like(mask) if critic is not None else None
     teacher_logp = torch.zeros_like(mask) if learner.teacher is not None else None
-    sp_teacher = shared_prompts(learner.teacher, pk, s, learner.pad_id) if teacher_logp is not None else None
-    sp_old = shared_prompts(learner.policy, pk, s, learner.pad_id) if s.recompute_old_logp else None
-    sp_ref = shared_prompts(learner.ref, pk, s, learner.pad_id) if ref_logp is not None else None
-    for rows in micro_batches(len(samples), s.micro_batch, pk.lengths, s.micro_batch_tokens, pk.start):
+    sp_teacher = shared_prompts(learner.teacher, pk, s, learner.pad_id, mine) if teacher_logp is not None else None
+    sp_old = shared_prompts(learner.policy, pk, s, learner.pad_id, mine) if s.recompute_old_logp else None
+    sp_ref = shared_prompts(learner.ref, pk, s, learner.pad_id, mine) if ref_logp is not None else None
+    for rows in micro_batches(len(mine), s.micro_batch, pk.lengths[mine], s.micro_batch_tokens, pk.start):
+        rows = mine[rows]
         if s.recompute_old_logp:
             lp, _, t = row_logprobs(learner.policy, pk, rows, s.temperature, shared=sp_old)
             old_logp[rows, :t] = lp
@@ -100,6 +109,9 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
         if teacher_logp is not None:
             lp, _, t = row_logprobs(learner.teacher, pk, rows, s.temperature, shared=sp_teacher)
             teacher_logp[rows, :t] = lp
+    for t in (old_logp if s.recompute_old_logp else None, ref_logp, old_values, teacher_logp):
+        if t is not None:
+            distributed.sum_tensor(t)
     returns = None
     if teacher_logp is not None:  # on-policy distillation: −(per-token reverse KL) as the advantage
         adv = torch.where(pk.mask > 0, teacher_logp - old_logp, torch.zeros_like(mask))
@@ -116,7 +128,7 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
     train = torch.ones(len(samples), dtype=torch.bool, device=device)
     if s.skip_zero_advantage and s.beta == 0 and critic is None and adv.dim() == 1:
         train = adv != 0
-    batch = RolloutBatch(pk, mask, old_logp, ref_logp, adv, returns, old_values, train, len(groups))
+    batch = RolloutBatch(pk, mask, old_logp, ref_logp, adv, returns, old_values, train, owned, len(groups))
     if teacher_logp is not None:
         batch.stats["reverse_kl"] = rkl
     return batch
@@ -137,10 +149,26 @@ def update(batch: RolloutBatch, learner: Learner, s: RLSettings, lr: float, step
             mb = torch.cat(group_rows[mb_i : mb_i + per_mb])
             if not update_minibatch(batch, mb, learner, s, lr, agg, step):
                 break
+    agg = merge_ranks(agg)
     out = {k: v / max(agg.get("_w/" + k, 1.0), 1e-9) for k, v in agg.items() if not k.startswith("_w/")}
     if batch.train is not None and not bool(batch.train.any()):  # no row ran: A = 0 and β = 0, so exactly 0
         for key in ("kl", "clip_low", "clip_high", "loss"):
             out.setdefault(key, 0.0)
+    return out
+
+
+def merge_ranks(agg: dict[str, float]) -> dict[str, float]:
+    """Under torchrun: the loss statistics' weighted sums added over ranks; ``grad_norm`` and
+    ``nonfinite_skips`` are of the summed gradient, the same on every rank, so rank 0's."""
+    parts = distributed.gather(agg)
+    if len(parts) == 1:
+        return agg
+    same = ("grad_norm", "_w/grad_norm", "nonfinite_skips", "_w/nonfinite_skips")
+    out = {k: v for k, v in parts[0].items() if k in same}
+    for part in parts:
+        for k, v in part.items():
+            if k not in same:
+                out[k] = out.get(k, 0.0) + v
     return out
 
 
@@ -167,6 +195,8 @@ def update_minibatch(batch: RolloutBatch, mb: torch.Tensor, learner: Learner, s:
         critic.optimizer.zero_grad(set_to_none=True)
     tok_mb = float(batch.mask[mb].sum())
     run_rows = mb if batch.train is None else mb[batch.train[mb]]
+    if batch.owned is not None:  # under torchrun: this rank's rows of the minibatch
+        run_rows = run_rows[batch.owned[run_rows]]
     shared = shared_prompts(learner.policy, pk, s, learner.pad_id, run_rows) if len(run_rows) else None
     finite = True
     for rows in micro_batches(len(run_rows), s.micro_batch, pk.lengths[run_rows], s.micro_batch_tokens, pk.start):
@@ -197,6 +227,11 @@ def update_minibatch(batch: RolloutBatch, mb: torch.Tensor, learner: Learner, s:
     if finite and not len(run_rows):  # nothing to run: the gradient is exactly zero (AdamW still steps)
         for p in params:
             p.grad = torch.zeros_like(p)
+    finite = distributed.all_true(finite)  # every rank skips, or none does
+    if finite:  # torchrun: the ranks' gradients add up to the single-process one
+        distributed.sum_gradients(params)
+        if critic is not None:
+            distributed.sum_gradients(list(critic.model.parameters()))
     gnorm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip) if finite else torch.tensor(float("nan"))
     if critic is not None and finite:
         torch.nn.utils.clip_grad_norm_(critic.model.parameters(), s.grad_clip)

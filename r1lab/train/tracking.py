@@ -31,6 +31,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from r1lab import distributed
 from r1lab.config import ConfigError
 
 LOGGERS = ("tensorboard", "wandb", "trackio", "none")
@@ -82,11 +83,15 @@ class RunLog:
     def __init__(self, run_dir: str | Path, report_to: str | list[str] = "tensorboard", start_step: int = 0,
                  config: dict[str, Any] | None = None, project: str = "r1lab"):
         self.dir = Path(run_dir)
+        self.active = distributed.is_main()  # under torchrun only rank 0 writes
+        self.loggers: list[str] = []
+        self.tb = self.wandb = self.trackio = None
+        if not self.active:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl"):
+        for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl", "rollouts.jsonl"):
             truncate_from(self.dir / name, start_step)  # a resumed run redoes these steps
         self.loggers = parse_report_to(report_to)
-        self.tb = self.wandb = self.trackio = None
         name = self.dir.resolve().name
         if "tensorboard" in self.loggers:
             from torch.utils.tensorboard import SummaryWriter
@@ -108,7 +113,10 @@ class RunLog:
 
     def write(self, name: str, row: dict[str, Any], prefix: str | None = "") -> None:
         """Append ``row`` to ``RUN_DIR/name``; with a ``prefix`` (None = file only), send its
-        finite numbers to the loggers as ``prefix + key`` at ``row["step"]``."""
+        finite numbers to the loggers as ``prefix + key`` at ``row["step"]``. Ranks other than 0
+        write nothing."""
+        if not self.active:
+            return
         with open(self.dir / name, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         if prefix is None or not self.loggers:

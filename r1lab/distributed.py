@@ -1,0 +1,143 @@
+"""Data parallelism over ``torch.distributed``: the same command on 1 process or under ``torchrun``.
+
+    torchrun --nproc-per-node 2 -m r1lab zero --output-dir runs/zero-dp2            # one machine
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --master-addr HOST --master-port 29500 \\
+        -m r1lab zero ...                                   # node 0 of 2 (node 1: --node-rank 1)
+
+``init(device)`` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and joins
+the process group (gloo on CPU, nccl on CUDA, one GPU per local rank); without it every helper
+here is the identity of a world of one, so components call them unconditionally.
+
+How an RL step is split (``rl.collect`` and ``rl.update``), so that its result does not depend
+on the number of ranks W:
+
+- rollout: the step's B prompts are cut into W contiguous blocks (``block``); rank r samples its
+  block with the per-sample random streams of those global sample indices
+  (``SamplingParams.stream_offset``) and scores it, then ``gather`` gives every rank the whole
+  batch in global order. Everything computed from it (dynamic sampling, advantages, the
+  minibatch order, token counts and loss normalisers) is then identical on every rank and equal
+  to the single-process value.
+- update: kept group g is trained by rank g mod W (``owned``). Each rank back-propagates its own
+  rows with the loss weights of the *global* minibatch, and ``sum_gradients`` adds the ranks'
+  gradients (one flat all-reduce per optimizer step, DDP's bucketed sum), so clipping and AdamW
+  see the single-process gradient up to float summation order. Per-row tensors a rank computed
+  for its rows (π_old, π_ref, V_old) are completed with ``sum_tensor``.
+
+Why not ``DistributedDataParallel``'s wrapper: the loss reaches the weights through paths that
+do not call the wrapped module's ``forward`` (the shared-prompt pass in ``train/fasttrain.py``,
+the lean decode step), and DDP averages where the token-mean loss needs a weighted sum. The
+all-reduce is torch.distributed's own; nothing here reimplements communication.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched() -> bool:
+    """True when this process was started by torchrun (or another launcher setting its variables)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: str = "auto", timeout_s: float = 1800.0) -> str:
+    """Join torchrun's process group when launched by it; returns the device this rank uses."""
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if launched() and not active():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    if cuda and active():
+        return f"cuda:{torch.cuda.current_device()}"
+    return "cuda" if cuda and device in ("auto", "cuda") else ("cpu" if device == "auto" else device)
+
+
+def close() -> None:
+    if active():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def block(n: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
+    """Rank r's contiguous share [lo, hi) of n items: sizes differ by at most one, lower ranks first."""
+    r, w = rank() if r is None else r, world() if w is None else w
+    base, extra = divmod(n, w)
+    lo = r * base + min(r, extra)
+    return lo, lo + base + (1 if r < extra else 0)
+
+
+def owned(n: int, r: int | None = None, w: int | None = None) -> torch.Tensor:
+    """(n,) bool: the items rank r trains (item i belongs to rank i mod w)."""
+    r, w = rank() if r is None else r, world() if w is None else w
+    return torch.arange(n) % w == r
+
+
+def _device() -> str:
+    return f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order, on every rank (``[obj]`` in a world of one)."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_true(flag: bool) -> bool:
+    """True on every rank iff ``flag`` is True on every rank (e.g. a finite loss everywhere)."""
+    if not active():
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def sum_gradients(params: list[torch.Tensor]) -> None:
+    """Add the ranks' gradients of ``params`` in one flat all-reduce (missing grads count as 0)."""
+    if not active():
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def sum_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The elementwise sum of ``t`` over ranks, in place. With each rank holding its own rows of a
+    tensor and zeros elsewhere, every rank then holds all rows."""
+    if active():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t

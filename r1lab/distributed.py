@@ -135,6 +135,15 @@ def sum_gradients(params: list[torch.Tensor]) -> None:
         offset += g.numel()
 
 
+def sum_floats(*values: float) -> list[float]:
+    """Python numbers summed over ranks (one all-reduce); the values themselves in a world of one."""
+    if not active():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
 def sum_tensor(t: torch.Tensor) -> torch.Tensor:
     """The elementwise sum of ``t`` over ranks, in place. With each rank holding its own rows of a
     tensor and zeros elsewhere, every rank then holds all rows."""

@@ -118,3 +118,38 @@ def test_two_nodes_stopped_and_resumed_match_one(single, tmp_path):
     _two_nodes(out, steps=3, extra=("--resume",))
     assert _rollouts(out) == _rollouts(single)
     assert _max_weight_diff(single / "final", out / "final") < 1e-4
+
+
+def _rows(path: Path) -> Path:
+    import random
+
+    r = random.Random(0)
+    with open(path, "w") as fh:
+        for _ in range(40):
+            a, b = r.randint(1, 99), r.randint(1, 99)
+            think = f"{a} plus {b} " + "is " * r.randint(1, 12) + str(a + b)
+            fh.write(json.dumps({"prompt": f"What is {a} + {b}?",
+                                 "response": f"<think>{think}</think> <answer>{a + b}</answer>"}) + "\n")
+    return path
+
+
+def test_sft_and_sample_two_ranks_match_one(tmp_path):
+    rows = _rows(tmp_path / "rows.jsonl")
+    sft = ["-m", "r1lab", "sft", "--data", str(rows), "--template", "r1", "--epochs", "1", "--tokens-per-step", "500",
+           "--eval-share", "0.2", "--eval-every", "3", "--report-to", "none", "--lr", "1e-3", "--warmup", "1"]
+    sample = ["-m", "r1lab", "sample", "--task", "countdown", "--prompts", "6", "--k", "3", "--max-new-tokens", "40",
+              "--batch-size", "4", "--keep", "top", "--top-n", "3", "--filters"]
+    launch = [*TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
+    for name, args, out in (("sft", sft, "--output-dir"), ("sample", sample, "--output")):
+        one, two = tmp_path / f"{name}1", tmp_path / f"{name}2"
+        target = (lambda d: d / "rows.jsonl") if name == "sample" else (lambda d: d)
+        _check(subprocess.run([sys.executable, *args, out, str(target(one))], env=_env(), capture_output=True,
+                              text=True, timeout=300))
+        _check(subprocess.run([*launch, "--master-port", str(_port()), *args, out, str(target(two))], env=_env(),
+                              capture_output=True, text=True, timeout=300))
+        if name == "sft":  # same held-out losses at every evaluation, same weights
+            e1, e2 = ([json.loads(x)["loss"] for x in (d / "eval.jsonl").read_text().splitlines()] for d in (one, two))
+            assert len(e1) >= 3 and max(abs(a - b) for a, b in zip(e1, e2)) < 1e-5
+            assert _max_weight_diff(one / "final", two / "final") < 1e-4
+        else:  # the same sampled, graded and selected rows (sampling independent of batch and rank)
+            assert (one / "rows.jsonl").read_text() == (two / "rows.jsonl").read_text() != ""

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from r1lab import runtime
+from r1lab import distributed, runtime
 from r1lab.config import ConfigError, to_dict
 from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.evaluation.evaluate import evaluate
@@ -37,7 +37,6 @@ from r1lab.models import (
     load_model,
     load_tokenizer,
     pad_id,
-    pick_device,
     resolve_model,
     save_pretrained_atomic,
 )
@@ -113,7 +112,8 @@ def run(cfg: Config) -> dict:
         raise ConfigError(f"{run_dir} already holds a checkpoint: pass --resume to continue it, or pick another --output-dir")
     runtime.configure(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = distributed.init(cfg.device)  # under torchrun: ranks share sampling and training, rank 0 writes
+    main = distributed.is_main()
     tok = load_tokenizer(cfg.student)
     check_same_tokenizer(load_tokenizer(cfg.teacher), tok, cfg.teacher, cfg.student)
     student = load_model(str(ckpt / "policy") if ckpt else resolve_model(cfg.student), device=device).train()
@@ -121,7 +121,8 @@ def run(cfg: Config) -> dict:
     task = get_task(cfg.task, **task_kwargs(cfg))
     train, test = task.examples("train"), task.examples("test")[: cfg.eval_problems]
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    if main:
+        (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "world_size": distributed.world()}, indent=2))
     before = held_out(cfg, student, tok, task, test)
     if cfg.mode == "sft":
         extra = distill_sft(cfg, teacher, student, tok, task, train, run_dir, ckpt)
@@ -130,10 +131,14 @@ def run(cfg: Config) -> dict:
     after = held_out(cfg, student, tok, task, test)
     summary = {"run_dir": str(run_dir), "mode": cfg.mode, "teacher": cfg.teacher, "student": cfg.student,
                "start_pass@1": before["pass@1"], "final_pass@1": after["pass@1"], **extra}
+    if not main:
+        distributed.close()
+        return summary
     with open(run_dir / "eval_student.jsonl", "w") as fh:
         fh.write(json.dumps({"when": "start", **before}) + "\n" + json.dumps({"when": "end", **after}) + "\n")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
+    distributed.close()
     return summary
 
 
@@ -157,8 +162,9 @@ def distill_sft(cfg: Config, teacher, student, tok, task, train: list, run_dir: 
         rows, summary = select(groups, task, Rules(keep=cfg.keep, max_per_prompt=cfg.max_per_prompt), random.Random(cfg.seed), tok)
         summary["teacher_pass_rate"] = sum(c.correct for g in groups for c in g) / max(1, summary["candidates"])
         summary["teacher_tokens"] = sum(len(tok(c.prompt + c.completion)["input_ids"]) for g in groups for c in g)
-        rows_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        (run_dir / "teacher_rows.summary.json").write_text(json.dumps(summary, indent=2))
+        if distributed.is_main():
+            rows_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            (run_dir / "teacher_rows.summary.json").write_text(json.dumps(summary, indent=2))
     if not rows:
         raise ConfigError(f"the teacher {cfg.teacher!r} had no correct readable sample on {cfg.prompts} prompts")
     examples, _ = tokenize(rows, tok, "raw", 4 * cfg.max_new_tokens + 512)
@@ -184,7 +190,9 @@ def distill_on_policy(cfg: Config, teacher, student, tok, task, train: list, run
     rl_loop.train(learner, engine, prompts, RewardRunner(task), cfg, rl_loop.Schedule(cfg.steps, 0, cfg.save_every, 10),
                   run_dir, runlog, tok, None, start, "distill")
     runlog.close()
-    save_pretrained_atomic(student, tok, run_dir / "final")
+    if distributed.is_main():
+        save_pretrained_atomic(student, tok, run_dir / "final")
+    distributed.barrier()
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     seq = sum(r.get("sequence_tokens", 0) for r in rows)  # every sampled sequence: generated, scored, trained on
     return {"steps": cfg.steps, "start_reverse_kl": rows[0].get("reverse_kl"), "final_reverse_kl": rows[-1].get("reverse_kl"),

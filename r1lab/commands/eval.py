@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
+from r1lab import distributed
 from r1lab.config import ConfigError, to_dict
 from r1lab.engine.rollout import SamplingParams
 from r1lab.evaluation.evaluate import evaluate
-from r1lab.models import load_model, load_tokenizer, pick_device
+from r1lab.models import load_model, load_tokenizer
 from r1lab.tasks import TASKS, check_spec, get_task, task_kwargs
 
 HELP = "sample k responses per problem and report pass@1, cons@k, pass@k"
@@ -72,7 +73,7 @@ def write_markdown(path: Path, cfg: Config, metrics: dict, records: list[dict]) 
 
 
 def run(cfg: Config) -> dict:
-    device = pick_device(cfg.device)
+    device = distributed.init(cfg.device)  # under torchrun each rank samples a block of the problems
     task = get_task(cfg.task, **task_kwargs(cfg))
     examples = task.examples(cfg.split)
     if cfg.limit:
@@ -90,10 +91,14 @@ def run(cfg: Config) -> dict:
         seed=cfg.seed,
     )
     metrics, records = evaluate(model, tokenizer, task, examples, cfg.k, params, cfg.batch_size)
+    if not distributed.is_main():
+        distributed.close()
+        return metrics
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"metrics": metrics, "config": to_dict(cfg), "task": task.describe(), "records": records}
     (out_dir / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
     write_markdown(out_dir / "eval.md", cfg, metrics, records)
     print(json.dumps({"task": cfg.task, "model": cfg.model or "default", **metrics}))
+    distributed.close()
     return metrics

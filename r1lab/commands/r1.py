@@ -35,12 +35,12 @@ from pathlib import Path
 
 import torch
 
-from r1lab import runtime
+from r1lab import distributed, runtime
 from r1lab.config import ConfigError, to_dict
 from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.evaluation.readability import problems
-from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model, save_pretrained_atomic
+from r1lab.models import load_model, load_tokenizer, resolve_model, save_pretrained_atomic
 from r1lab.rewards.safe import RewardRunner
 from r1lab.rl import loop as rl_loop
 from r1lab.rl.collect import Prompts
@@ -109,12 +109,14 @@ def run(cfg: Config) -> dict:
     cfg.validate()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(cfg.output_dir)
+    runtime.configure(cfg.threads)
+    device = distributed.init(cfg.device)  # under torchrun every stage runs data-parallel; rank 0 writes
     if out.is_dir() and any(out.iterdir()) and not cfg.resume:
         raise ConfigError(f"{out} already holds a pipeline: pass --resume to continue it, or pick another --output-dir")
+    distributed.barrier()  # every rank has looked before rank 0 writes
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    runtime.configure(cfg.threads)
-    device = pick_device(cfg.device)
+    if distributed.is_main():
+        (out / "config.json").write_text(json.dumps({**to_dict(cfg), "world_size": distributed.world()}, indent=2))
     base = resolve_model(cfg.model)
     m1 = stage(out, STAGES[0], cfg, device, lambda d: cold_start(cfg, base, d, device))
     m2 = stage(out, STAGES[1], cfg, device, lambda d: rl_stage(cfg, m1, d, cfg.task, cfg.rl_steps, cfg.temperature,
@@ -123,10 +125,14 @@ def run(cfg: Config) -> dict:
     m4 = stage(out, STAGES[3], cfg, device, lambda d: rl_stage(cfg, m3, d, cfg.final_task, cfg.final_steps,
                                                                cfg.final_temperature, 0.0, device))
     rows = [{"stage": n, **json.loads((out / n / "summary.json").read_text())["eval"]} for n in STAGES]
+    summary = {"run_dir": str(out), "final_model": m4, "stages": {r["stage"]: r.get("pass@1") for r in rows}}
+    if not distributed.is_main():
+        distributed.close()
+        return summary
     (out / "r1_stages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_report(out, rows)
-    summary = {"run_dir": str(out), "final_model": m4, "stages": {r["stage"]: r.get("pass@1") for r in rows}}
     print(json.dumps(summary))
+    distributed.close()
     return summary
 
 
@@ -148,7 +154,9 @@ def stage(out: Path, name: str, cfg: Config, device: str, body) -> str:
         torch.manual_seed(cfg.seed)
         summary = body(d)
         summary["eval"] = held_out(cfg, summary["final_model"], device)
-        done.write_text(json.dumps(summary, indent=2))  # written last: the stage is done
+        if distributed.is_main():
+            done.write_text(json.dumps(summary, indent=2))  # written last: the stage is done
+        distributed.barrier()
     return json.loads(done.read_text())["final_model"]
 
 
@@ -169,7 +177,8 @@ def cold_start(cfg: Config, base: str, d: Path, device: str) -> dict:
     if not rows:
         raise ConfigError(f"task {cfg.task!r} has no generator of clean solutions for the cold start")
     d.mkdir(parents=True, exist_ok=True)
-    (d / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    if distributed.is_main():
+        (d / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return sft_on(cfg, base, rows, d, device) | {"rows": len(rows)}
 
 
@@ -200,7 +209,9 @@ def rl_stage(cfg: Config, src: str, d: Path, task_spec: str, steps: int, tempera
     rl_loop.train(learner, engine, prompts, RewardRunner(task), s, rl_loop.Schedule(steps, 0, cfg.save_every, 10), d,
                   runlog, tok, None, start, d.name)
     runlog.close()
-    save_pretrained_atomic(learner.policy, tok, d / "final")
+    if distributed.is_main():
+        save_pretrained_atomic(learner.policy, tok, d / "final")
+    distributed.barrier()  # the stage's model is on disk before any rank evaluates it
     return {"final_model": str(d / "final"), "steps": steps, "task": task_spec}
 
 
@@ -224,8 +235,9 @@ def rejection_sft(cfg: Config, src: str, base: str, d: Path, device: str) -> dic
         if not rows:
             raise ConfigError("rejection sampling kept no row: stage 2's model solved nothing readable")
         d.mkdir(parents=True, exist_ok=True)
-        rows_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        (d / "rows.summary.json").write_text(json.dumps(picked, indent=2))
+        if distributed.is_main():
+            rows_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            (d / "rows.summary.json").write_text(json.dumps(picked, indent=2))
     return sft_on(cfg, base, rows, d, device) | {"rows": len(rows), "selection": picked}
 
 

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
+from r1lab import distributed
 from r1lab.config import ConfigError, to_dict
 from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.evaluation.readability import Limits
-from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model
+from r1lab.models import load_model, load_tokenizer, resolve_model
 from r1lab.rewards.safe import RewardRunner
 from r1lab.tasks import TASKS, check_spec, get_task, task_kwargs
 from r1lab.train.rejection import RULES_HELP, Rules, sample_groups, select
@@ -89,7 +90,7 @@ class Config:
 def run(cfg: Config) -> dict:
     cfg.validate()
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = distributed.init(cfg.device)  # under torchrun each rank samples a block of the prompts
     task = get_task(cfg.task, **task_kwargs(cfg))
     examples = task.examples(cfg.split)
     if cfg.prompts and cfg.prompts < len(examples):
@@ -107,6 +108,9 @@ def run(cfg: Config) -> dict:
                   language=cfg.language, hindsight=cfg.hindsight, start_state=cfg.start_state,
                   non_reasoning=cfg.non_reasoning)
     rows, summary = select(groups, task, rules, random.Random(f"select-{cfg.seed}"), tok)
+    if not distributed.is_main():
+        distributed.close()
+        return summary
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -120,4 +124,5 @@ def run(cfg: Config) -> dict:
                   "config": to_dict(cfg), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary}
     out.with_suffix(".summary.json").write_text(json.dumps(provenance, indent=2, ensure_ascii=False))
     print(json.dumps(summary, ensure_ascii=False))
+    distributed.close()
     return summary

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from r1lab import runtime
+from r1lab import distributed, runtime
 from r1lab.config import ConfigError, to_dict
-from r1lab.models import load_model, load_tokenizer, pick_device, resolve_model
+from r1lab.models import load_model, load_tokenizer, resolve_model
 from r1lab.train import lora
 from r1lab.train.sft import read_sft_rows, tokenize
 from r1lab.train.sft_loop import SFTSettings, fit, open_run
@@ -71,21 +71,26 @@ def run(cfg: Config) -> dict:
     ckpt = open_run(cfg.output_dir, cfg.resume)
     runtime.configure(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = distributed.init(cfg.device)  # under torchrun: join the group; rank 0 writes
     src = str(ckpt / "policy") if ckpt else resolve_model(cfg.model)
     tok = load_tokenizer(src)
     if cfg.lora_rank > 0:  # the base again, its adapters from the checkpoint (policy/ holds them merged)
-        model = lora.apply(load_model(resolve_model(cfg.model), device=pick_device(cfg.device)),
+        model = lora.apply(load_model(resolve_model(cfg.model), device=device),
                            cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets).train()
         if ckpt:
             lora.load_adapter(model, ckpt / "policy")
     else:
-        model = load_model(src, device=pick_device(cfg.device)).train()
+        model = load_model(src, device=device).train()
     train_ex, eval_ex, dropped = load_examples(cfg, tok)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.output_dir) / "config.json").write_text(json.dumps({**to_dict(cfg), "dropped_rows": dropped}, indent=2))
-    summary = {**fit(model, tok, train_ex, eval_ex, cfg, cfg.output_dir, ckpt, to_dict(cfg)), "dropped_rows": dropped}
-    (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
+    meta = {"dropped_rows": dropped, "world_size": distributed.world()}
+    if distributed.is_main():
+        (Path(cfg.output_dir) / "config.json").write_text(json.dumps({**to_dict(cfg), **meta}, indent=2))
+    summary = {**fit(model, tok, train_ex, eval_ex, cfg, cfg.output_dir, ckpt, to_dict(cfg)), **meta}
+    if distributed.is_main():
+        (Path(cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary))
+    distributed.close()
     return summary
 
 

@@ -165,5 +165,6 @@ def held_out(cfg: Config, policy, tok, task, test: list[dict], step: int, runlog
     policy.train()
     row = {"step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
     runlog.write("eval.jsonl", row, prefix="eval/")
-    tqdm.write(f"[eval step {step}] pass@1 {metrics['pass@1']:.3f}  mean length {metrics.get('mean_length', 0):.1f}")
+    if distributed.is_main():
+        tqdm.write(f"[eval step {step}] pass@1 {metrics['pass@1']:.3f}  mean length {metrics.get('mean_length', 0):.1f}")
     return row

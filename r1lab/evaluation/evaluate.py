@@ -13,9 +13,11 @@ the reward calls. Used by ``r1lab eval`` and by every training command's held-ou
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from tqdm import tqdm
 
+from r1lab import distributed
 from r1lab.engine.rollout import HFEngine, SamplingParams
 from r1lab.evaluation.metrics import summarize
 from r1lab.evaluation.readability import readability_stats
@@ -35,17 +37,22 @@ def evaluate(
     """Sample k completions per example, grade them, and summarise.
 
     Returns (metrics, records); records hold each problem's prompt, completions and grades.
+    Sample j of problem i draws from random stream i·k + j, so results do not depend on
+    ``batch_size``; under torchrun each rank samples and grades a contiguous block of the
+    problems and every rank returns the metrics of all of them.
     """
     engine = HFEngine(model, tokenizer, max_batch=batch_size)
     per_chunk = max(1, batch_size // k)
     records, grades, lengths = [], [], []
     t0 = time.time()
     n_tokens = 0
-    bar = tqdm(total=len(examples), desc="eval", unit="problem", disable=not progress, dynamic_ncols=True)
-    for start in range(0, len(examples), per_chunk):
-        chunk = examples[start : start + per_chunk]
+    lo, hi = distributed.block(len(examples))
+    bar = tqdm(total=hi - lo, desc="eval", unit="problem", disable=not progress or not distributed.is_main(),
+               dynamic_ncols=True)
+    for start in range(lo, hi, per_chunk):
+        chunk = examples[start : min(start + per_chunk, hi)]
         prompts = [task.prompt(ex, tokenizer) for ex in chunk]
-        out = engine.generate(prompts, params, n=k)
+        out = engine.generate(prompts, replace(params, stream_offset=params.stream_offset + start * k), n=k)
         flat = task.grade_many([ex for ex in chunk for _ in range(k)], [s.text for s in out.samples])
         for i, ex in enumerate(chunk):
             samples = out.samples[i * k : (i + 1) * k]
@@ -69,6 +76,9 @@ def evaluate(
         done = [c for r in records for c in r["correct"]]
         bar.set_postfix(pass1=f"{sum(done) / max(1, len(done)):.3f}")
     bar.close()
+    parts = distributed.gather((records, grades, lengths, n_tokens))
+    records, grades, lengths = ([x for p in parts for x in p[i]] for i in range(3))
+    n_tokens = sum(p[3] for p in parts)
     metrics = summarize(grades, lengths)
     metrics.update(per_task(examples, grades, lengths))
     texts = [t for r in records for t in r["responses"]]

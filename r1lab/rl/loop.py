@@ -59,8 +59,7 @@ def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, 
     run_dir = Path(run_dir)
     eval_file = run_dir / "eval.jsonl"
     evals = [json.loads(x) for x in eval_file.read_text().splitlines()] if start and eval_file.is_file() else []
-    main = distributed.is_main()  # under torchrun rank 0 evaluates, logs and saves; all ranks train
-    evaluate = evaluate if main else None
+    main = distributed.is_main()  # under torchrun every rank trains and evaluates its share; rank 0 writes
     if start == 0 and evaluate is not None:
         evals.append(evaluate(0))
     bar = tqdm(range(start, sched.steps), initial=start, total=sched.steps, desc=desc, unit="step", dynamic_ncols=True,

@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from r1lab import distributed
 from r1lab.evaluation.readability import Limits, problems
 from r1lab.rewards.format import parse_response
 
@@ -170,19 +171,23 @@ def _non_reasoning(correct: list[Candidate], task, rng: random.Random, cap: int)
 def sample_groups(task, tok, engine, rewards, examples: list[dict], k: int, params, batch_size: int = 256,
                   desc: str = "sample") -> list[list[Candidate]]:
     """k scored samples for every example through ``engine`` (one ``Candidate`` group per prompt);
-    ``rewards`` is a ``RewardRunner`` (a raising or hanging reward scores 0). Chunk c's sampling seed
-    is ``params.seed * 1_000_003 + c``, so a run is reproducible."""
+    ``rewards`` is a ``RewardRunner`` (a raising or hanging reward scores 0). Sample j of example
+    i draws from random stream i·k + j under seed ``params.seed * 1_000_003``, so a run is
+    reproducible and independent of ``batch_size``; under torchrun each rank samples and scores a
+    contiguous block of the examples and every rank returns all groups."""
     from dataclasses import replace
 
     from tqdm import tqdm
 
     per_chunk = max(1, batch_size // k)
     groups = []
-    bar = tqdm(total=len(examples), desc=desc, unit="prompt", dynamic_ncols=True)
-    for start in range(0, len(examples), per_chunk):
-        chunk = examples[start : start + per_chunk]
+    lo, hi = distributed.block(len(examples))
+    bar = tqdm(total=hi - lo, desc=desc, unit="prompt", dynamic_ncols=True, disable=not distributed.is_main())
+    seed = (params.seed or 0) * 1_000_003
+    for start in range(lo, hi, per_chunk):
+        chunk = examples[start : min(start + per_chunk, hi)]
         prompts = [task.prompt(ex, tok) for ex in chunk]
-        out = engine.generate(prompts, replace(params, seed=(params.seed or 0) * 1_000_003 + start), n=k)
+        out = engine.generate(prompts, replace(params, seed=seed, stream_offset=start * k), n=k)
         flat = [ex for ex in chunk for _ in range(k)]
         texts = [s.text for s in out.samples]
         values, comps, _ = rewards(flat, texts)
@@ -191,4 +196,4 @@ def sample_groups(task, tok, engine, rewards, examples: list[dict], k: int, para
                            for j in range(i * k, (i + 1) * k)])
         bar.update(len(chunk))
     bar.close()
-    return groups
+    return [g for part in distributed.gather(groups) for g in part]

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from r1lab import distributed
 from r1lab.data import DataError, read_rows
 from r1lab.tasks.base import render_prompt
 
@@ -157,22 +158,32 @@ def response_nll(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
 def sft_step(model, optimizer: torch.optim.Optimizer, rows: list[SFTExample], pad_id: int, lr: float,
              micro_batch_tokens: int = 4096, grad_clip: float = 1.0) -> dict[str, float]:
     """One optimizer step on ``rows`` (see the module docstring for the loss); returns
-    loss, tokens, grad_norm; a non-finite loss or gradient skips the step (``skipped`` = 1)."""
+    loss, tokens, grad_norm; a non-finite loss or gradient skips the step (``skipped`` = 1).
+
+    Under torchrun every rank gets the same ``rows`` and runs rows[rank::W] (length-sorted rows,
+    so the ranks' token counts are close); each divides by the global token count and the
+    gradients are summed (``distributed``), so the step equals the single-process one."""
     device = next(model.parameters()).device
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     total = sum(len(e.response_ids) for e in rows)
-    loss_sum = 0.0
-    for mb in micro_batches(rows, micro_batch_tokens):
+    loss_sum, finite = 0.0, True
+    for mb in micro_batches(rows[distributed.rank() :: distributed.world()], micro_batch_tokens):
         ids, mask = collate(mb, pad_id, device)
         nll, _ = response_nll(model, ids, mask)
         if not torch.isfinite(nll):
-            optimizer.zero_grad(set_to_none=True)
-            return {"loss": float("nan"), "tokens": float(total), "skipped": 1.0}
+            finite = False
+            break
         (nll / total).backward()
         loss_sum += float(nll.detach())
-    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if not distributed.all_true(finite):
+        optimizer.zero_grad(set_to_none=True)
+        return {"loss": float("nan"), "tokens": float(total), "skipped": 1.0}
+    params = [p for p in model.parameters() if p.requires_grad]
+    distributed.sum_gradients(params)
+    (loss_sum,) = distributed.sum_floats(loss_sum)
+    gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     if not torch.isfinite(gnorm):
         optimizer.zero_grad(set_to_none=True)
         return {"loss": loss_sum / total, "tokens": float(total), "skipped": 1.0}
@@ -187,10 +198,12 @@ def evaluate_nll(model, examples: list[SFTExample], pad_id: int, micro_batch_tok
     model.eval()
     device = next(model.parameters()).device
     nll_sum, count = 0.0, 0.0
-    for mb in micro_batches(examples, micro_batch_tokens):
+    mine = sorted(examples, key=lambda e: e.length)[distributed.rank() :: distributed.world()]
+    for mb in micro_batches(mine, micro_batch_tokens):
         ids, mask = collate(mb, pad_id, device)
         nll, n = response_nll(model, ids, mask)
         nll_sum, count = nll_sum + float(nll), count + float(n)
+    nll_sum, count = distributed.sum_floats(nll_sum, count)  # torchrun: each rank scored rows[rank::W]
     model.train(was)
     loss = nll_sum / max(count, 1.0)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count}

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from r1lab import distributed
 from r1lab.config import ConfigError
 from r1lab.errors import UserError
 from r1lab.models import pad_id, save_pretrained_atomic
@@ -87,7 +88,9 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
     pid = pad_id(tok)
     if start == 0:
         held_out(model, eval_ex, pid, 0, s, runlog)
-    bar = tqdm(range(start, len(plan)), initial=start, total=len(plan), desc=desc, unit="step", dynamic_ncols=True)
+    main = distributed.is_main()  # under torchrun: every rank trains and evaluates its share, rank 0 writes
+    bar = tqdm(range(start, len(plan)), initial=start, total=len(plan), desc=desc, unit="step", dynamic_ncols=True,
+               disable=not main)
     t0, tokens = time.time(), 0.0
     for step in bar:
         lr = lr_at(step, s.lr, s.warmup, len(plan), "cosine", floor=s.min_lr_ratio)
@@ -98,18 +101,20 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
             raise UserError(f"{bad} non-finite steps in a row at step {step}; stopping (lower --lr). "
                             f"Last good checkpoint: {run_dir / 'checkpoint'}")
         tokens += st["tokens"]
-        runlog.write("metrics.jsonl", {"step": step, "epoch": epoch, "lr": lr, **st,
+        runlog.write("metrics.jsonl", {"step": step, "epoch": epoch, "lr": lr, **st, "world_size": distributed.world(),
                                        "tokens_per_s": tokens / max(time.time() - t0, 1e-9)}, prefix="train/")
         bar.set_postfix(loss=f"{st['loss']:.3f}")
         last = step == len(plan) - 1
         if last or (s.eval_every and (step + 1) % s.eval_every == 0):
             held_out(model, eval_ex, pid, step + 1, s, runlog)
-        if last or (step + 1) % s.save_every == 0:
+        if main and (last or (step + 1) % s.save_every == 0):
             checkpoint.save(run_dir, {"policy": model}, tok, {"step": step + 1, "optimizer": opt.state_dict(),
                                                               "bad_steps": bad})
     bar.close()
     runlog.close()
-    save_pretrained_atomic(lora.plain(model), tok, run_dir / "final")
+    if main:
+        save_pretrained_atomic(lora.plain(model), tok, run_dir / "final")
+    distributed.barrier()  # the final model is on disk before any rank moves on
     eval_file = run_dir / "eval.jsonl"
     evals = [json.loads(x) for x in eval_file.read_text().splitlines()] if eval_file.is_file() else []
     return {"run_dir": str(run_dir), "final_model": str(run_dir / "final"), "steps": len(plan),
@@ -121,6 +126,7 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
 def held_out(model, eval_ex: list[SFTExample], pid: int, step: int, s: SFTSettings, runlog: RunLog) -> None:
     if not eval_ex:
         return
-    st = evaluate_nll(model, eval_ex, pid, s.micro_batch_tokens)
+    st = evaluate_nll(model, eval_ex, pid, s.micro_batch_tokens)  # every rank scores its share
     runlog.write("eval.jsonl", {"step": step, **st}, prefix="eval/")
-    tqdm.write(f"[eval step {step}] held-out loss {st['loss']:.4f}  perplexity {st['perplexity']:.3f}")
+    if distributed.is_main():
+        tqdm.write(f"[eval step {step}] held-out loss {st['loss']:.4f}  perplexity {st['perplexity']:.3f}")

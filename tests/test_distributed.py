@@ -133,23 +133,34 @@ def _rows(path: Path) -> Path:
     return path
 
 
-def test_sft_and_sample_two_ranks_match_one(tmp_path):
+def test_sft_two_ranks_match_one(tmp_path):
     rows = _rows(tmp_path / "rows.jsonl")
     sft = ["-m", "r1lab", "sft", "--data", str(rows), "--template", "r1", "--epochs", "1", "--tokens-per-step", "500",
            "--eval-share", "0.2", "--eval-every", "3", "--report-to", "none", "--lr", "1e-3", "--warmup", "1"]
-    sample = ["-m", "r1lab", "sample", "--task", "countdown", "--prompts", "6", "--k", "3", "--max-new-tokens", "40",
-              "--batch-size", "4", "--keep", "top", "--top-n", "3", "--filters"]
-    launch = [*TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
-    for name, args, out in (("sft", sft, "--output-dir"), ("sample", sample, "--output")):
-        one, two = tmp_path / f"{name}1", tmp_path / f"{name}2"
-        target = (lambda d: d / "rows.jsonl") if name == "sample" else (lambda d: d)
-        _check(subprocess.run([sys.executable, *args, out, str(target(one))], env=_env(), capture_output=True,
-                              text=True, timeout=300))
-        _check(subprocess.run([*launch, "--master-port", str(_port()), *args, out, str(target(two))], env=_env(),
-                              capture_output=True, text=True, timeout=300))
-        if name == "sft":  # same held-out losses at every evaluation, same weights
-            e1, e2 = ([json.loads(x)["loss"] for x in (d / "eval.jsonl").read_text().splitlines()] for d in (one, two))
-            assert len(e1) >= 3 and max(abs(a - b) for a, b in zip(e1, e2)) < 1e-5
-            assert _max_weight_diff(one / "final", two / "final") < 1e-4
-        else:  # the same sampled, graded and selected rows (sampling independent of batch and rank)
-            assert (one / "rows.jsonl").read_text() == (two / "rows.jsonl").read_text() != ""
+    one, two = tmp_path / "sft1", tmp_path / "sft2"
+    _check(subprocess.run([sys.executable, *sft, "--output-dir", str(one)], env=_env(), capture_output=True,
+                          text=True, timeout=300))
+    _check(subprocess.run([*TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+                           str(_port()), *sft, "--output-dir", str(two)], env=_env(), capture_output=True, text=True,
+                          timeout=300))
+    e1, e2 = ([json.loads(x)["loss"] for x in (d / "eval.jsonl").read_text().splitlines()] for d in (one, two))
+    assert len(e1) >= 3 and max(abs(a - b) for a, b in zip(e1, e2)) < 1e-5  # held-out loss split over ranks
+    assert _max_weight_diff(one / "final", two / "final") < 1e-4
+
+
+def test_r1_pipeline_two_ranks_match_one(tmp_path):
+    # all four stages data-parallel: cold-start SFT, RL, rejection sampling + SFT, RL on a mixture
+    from tests.test_r1 import SMOKE
+
+    args = ["-m", "r1lab", "r1", *SMOKE]
+    one, two = tmp_path / "r1-1", tmp_path / "r1-2"
+    _check(subprocess.run([sys.executable, *args, "--output-dir", str(one)], env=_env(), capture_output=True,
+                          text=True, timeout=600))
+    _check(subprocess.run([*TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+                           str(_port()), *args, "--output-dir", str(two)], env=_env(), capture_output=True, text=True,
+                          timeout=600))
+    rows = "3-rejection-sft/rows.jsonl"
+    assert (one / rows).read_text() == (two / rows).read_text() != ""  # the same samples kept
+    for stage in ("1-cold-start", "2-reasoning-rl", "3-rejection-sft", "4-all-rl"):
+        assert _max_weight_diff(one / stage / "final", two / stage / "final") < 1e-4, stage
+    assert json.loads((two / "config.json").read_text())["world_size"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -11,12 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = {
-    "rollout.py": ["--prompts", "2", "--n", "2", "--max-new-tokens", "8", "--repeats", "1", "--ceiling-size", "256"],
+SMOKE = {  # rollout.py and step_time.py run inside bench/gpu.sh --smoke (below)
     "update.py": ["--sequences", "8", "--group", "4", "--min-len", "4", "--max-len", "16", "--repeats", "1", "--ceiling-size", "256"],
     "driving_env.py": ["--smoke"],
     "moe.py": ["--smoke"],
-    "step_time.py": ["--preset", "tiny", "--prompts", "2", "--group", "2", "--max-new-tokens", "8", "--repeats", "1"],
 }
 
 
@@ -44,3 +43,19 @@ def test_trl_benchmark_smoke_run_prints_ratio_last(script):
     if importlib.util.find_spec("trl") is None:
         pytest.skip("trl is not installed (pip install 'trl>=0.14', the [bench] extra)")
     run_smoke(script, SMOKE_TRL[script])
+
+
+def test_gpu_check_smoke_writes_one_json(tmp_path):
+    # bench/gpu.sh at CPU smoke sizes: the steps a GPU run takes, recorded in one file
+    import json
+
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), "--smoke", str(out)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    steps = json.loads(out.read_text())["steps"]
+    for name in ("step_time", "rollout"):
+        assert steps[name]["status"].startswith("rc=0"), steps[name]
+        assert re.fullmatch(r"ratio .+: \d+\.\d\dx", steps[name]["ratio"])
+        assert steps[name]["json"][0]["bench"] == name
+    assert "skipped" in steps["fsdp2"]["status"] and "vllm" in steps

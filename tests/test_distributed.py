@@ -88,6 +88,9 @@ def test_two_ranks_match_one(single, tmp_path):
     _check(subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300))
     one, two = _rollouts(single), _rollouts(out)
     assert len(one) == 3 * 16 and one == two  # every sampled token and reward of every step
+    from r1lab.models import resolve_model
+
+    assert _max_weight_diff(Path(resolve_model("")), single / "final") > 1e-3  # the steps did train
     m1 = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
     m2 = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["world_size"] for r in m1] == [1, 1, 1] and [r["world_size"] for r in m2] == [2, 2, 2]

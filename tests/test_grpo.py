@@ -314,6 +314,29 @@ def test_token_level_advantages():
     close(lp.grad, -adv * MASK / 5)
 
 
+def test_token_weight_scales_the_surrogate_not_the_kl():
+    # the clip example (token norm, loss −0.08 from per-token −[1, 1.2, 0.5] and [0.8, 1.5]) with
+    # truncated-IS weights w = [[2, 1, 0.5], [1, 0.5, (masked 9)]]:
+    # −(2·1 + 1.2 + 0.5·0.5) + (0.8 + 0.5·1.5) = −3.45 + 1.55 = −1.9, over 5 tokens: −0.38
+    logp, old, adv = _clip_example()
+    w = torch.tensor([[2.0, 1.0, 0.5], [1.0, 0.5, 9.0]], dtype=T64)
+    loss, _ = policy_loss(logp, old, adv, MASK, norm="token", token_weight=w)
+    loss.backward()
+    close(loss, -0.38)
+    raw = torch.tensor([[-1.0, 0.0, -0.5], [0.0, 1.5, 0.0]], dtype=T64)  # the unweighted gradient × 5
+    close(logp.grad, raw * w * MASK / 5)
+    # with β > 0 and ρ = 1 (old = ref = logp): the weight does not touch the k3 term (which is 0 here)
+    lp = torch.zeros(1, 2, dtype=T64, requires_grad=True)
+    ref = torch.log(torch.tensor([[0.5, 2.0]], dtype=T64))
+    loss_w, _ = policy_loss(lp, lp.detach(), torch.zeros(1, dtype=T64), torch.ones(1, 2), ref_logp=ref, beta=1.0,
+                            norm="token", token_weight=torch.full((1, 2), 3.0, dtype=T64))
+    loss_1, _ = policy_loss(lp, lp.detach(), torch.zeros(1, dtype=T64), torch.ones(1, 2), ref_logp=ref, beta=1.0,
+                            norm="token")
+    # k3 per token: 0.5 − log 0.5 − 1 = 0.1931 and 2 − log 2 − 1 = 0.3069, mean 0.25, with or without w
+    close(loss_1, 0.25)
+    close(loss_w, 0.25)
+
+
 def test_policy_loss_argument_errors():
     lp = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="norm"):

@@ -185,7 +185,7 @@ def distill_on_policy(cfg: Config, teacher, student, tok, task, train: list, run
     learner = Learner(student, opt, pad_id(tok), teacher=teacher)
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
     runlog = RunLog(run_dir, cfg.report_to, start, config=to_dict(cfg))
-    engine = HFEngine(student, tok, max_batch=max(256, cfg.prompts_per_step * cfg.group_size))
+    engine = rl_loop.make_engine(student, tok, cfg, run_dir, max(256, cfg.prompts_per_step * cfg.group_size))
     prompts = Prompts(train, lambda ex: task.prompt(ex, tok))
     rl_loop.train(learner, engine, prompts, RewardRunner(task), cfg, rl_loop.Schedule(cfg.steps, 0, cfg.save_every, 10),
                   run_dir, runlog, tok, None, start, "distill")

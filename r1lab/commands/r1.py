@@ -204,7 +204,7 @@ def rl_stage(cfg: Config, src: str, d: Path, task_spec: str, steps: int, tempera
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
     d.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(d, cfg.report_to, start, config=to_dict(cfg))
-    engine = HFEngine(learner.policy, tok, max_batch=max(256, cfg.prompts_per_step * cfg.group_size))
+    engine = rl_loop.make_engine(learner.policy, tok, s, d, max(256, cfg.prompts_per_step * cfg.group_size))
     prompts = Prompts(task.examples("train"), lambda ex: task.prompt(ex, tok))
     rl_loop.train(learner, engine, prompts, RewardRunner(task), s, rl_loop.Schedule(steps, 0, cfg.save_every, 10), d,
                   runlog, tok, None, start, d.name)

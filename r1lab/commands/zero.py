@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from r1lab import distributed, runtime
 from r1lab.config import ConfigError, to_dict
-from r1lab.engine.rollout import HFEngine, SamplingParams
+from r1lab.engine.rollout import SamplingParams
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import resolve_model, save_pretrained_atomic
 from r1lab.rewards.safe import RewardRunner
@@ -123,7 +123,7 @@ def run(cfg: Config) -> dict:
     if not train:
         raise ConfigError(f"task {cfg.task!r} has no training examples")
     prompts = Prompts(train, lambda ex: task.prompt(ex, tok), stop=("</answer>",))
-    engine = HFEngine(learner.policy, tok, max_batch=max(256, cfg.prompts_per_step * cfg.group_size))
+    engine = rl_loop.make_engine(learner.policy, tok, cfg, run_dir, max(256, cfg.prompts_per_step * cfg.group_size))
     rewards = RewardRunner(task, cfg.reward_fn or None, cfg.reward_timeout)
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
     main = distributed.is_main()

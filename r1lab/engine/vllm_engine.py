@@ -16,8 +16,11 @@ How it works:
    starts; the original function and the RNG states are put back. (On a GPU: 30% of its
    memory by default, ``gpu_memory_utilization``, the rest for training.)
 2. Generate: prompts go in as token ids (``tokenizer(p, add_special_tokens=False)``, like
-   ``HFEngine``), one request per prompt with ``n`` samples and seed ``seed + i·n`` (vLLM gives
-   sample j seed + j), so a call is reproducible. Stop strings that are each one added token
+   ``HFEngine``), one request per sample, k = ``stream_offset`` + i·n + j for sample j of
+   prompt i, with vLLM seed hash(seed, k): vLLM's sampler draws each seeded request's noise
+   from its own generator, so a sample depends on (seed, k, the model) and not on its
+   batch-mates, as in ``HFEngine`` (a rank's share of a batch samples what one process would;
+   the tokens differ from HFEngine's, the distribution is the same). Stop strings that are each one added token
    (``</answer>`` in r1lab's tokenizer) become ``stop_token_ids`` and vLLM does no
    detokenization; any other stop string goes to vLLM as a string
    (``include_stop_str_in_output``). Completion ids include the EOS / stop token that ended
@@ -32,7 +35,8 @@ How it works:
    scale (``model.logits_processor.scale``, applied in ``compute_logits``) to 1/T for the
    call: vLLM then samples from top-p/top-k of softmax(logits/T), exactly the distribution of
    temperature T, and its raw log-probs are log softmax(logits/T) untruncated. Greedy (T = 0)
-   keeps scale 1 and vLLM's temperature 0 (log-probs of softmax(logits), as ``HFEngine``).
+   keeps scale 1 and vLLM's temperature 0 (log-probs of softmax(logits), as ``HFEngine``);
+   vLLM refuses n > 1 greedy, so one greedy sample per prompt is drawn and repeated n times.
    Entropies are not returned (``None``): vLLM would have to send the full distribution.
 4. ``sync_weights(model)``: the training model's ``state_dict`` goes through vLLM's in-place
    reload (worker ``reload_weights``, checkpoint format: vLLM's own name mapping and qkv /
@@ -56,6 +60,8 @@ from pathlib import Path
 import torch
 
 from r1lab.engine.rollout import RolloutOutput, Sample, SamplingParams, _cut_after_stop
+
+_M64 = (1 << 64) - 1
 
 
 class VLLMEngine:
@@ -103,35 +109,41 @@ class VLLMEngine:
 
         self.llm.apply_model(set_scale)
 
-    def _sampling_params(self, params: SamplingParams, n: int, seed: int):
+    def _sampling_kwargs(self, params: SamplingParams) -> dict:
         tok = self.tokenizer
         stop_enc = [tok(s, add_special_tokens=False)["input_ids"] for s in params.stop]
         single = all(len(e) == 1 and e[0] in self.added for e in stop_enc)
         greedy = params.temperature <= 0
-        kw = dict(n=n, temperature=0.0 if greedy else 1.0, top_p=params.top_p, top_k=params.top_k or 0,
-                  max_tokens=params.max_new_tokens, logprobs=0, seed=seed, skip_special_tokens=False,
+        kw = dict(n=1, temperature=0.0 if greedy else 1.0, top_p=params.top_p, top_k=params.top_k or 0,
+                  max_tokens=params.max_new_tokens, logprobs=0, skip_special_tokens=False,
                   stop_token_ids=sorted(self.eos_ids | ({e[0] for e in stop_enc} if single else set())))
         if single:
             kw["detokenize"] = False
         else:
             kw.update(stop=list(params.stop), include_stop_str_in_output=True)
-        return self._vllm.SamplingParams(**kw)
+        return kw
 
     def generate(self, prompts: list[str], params: SamplingParams, n: int = 1) -> RolloutOutput:
         if n < 1:
             raise ValueError("n must be >= 1")
         tok = self.tokenizer
         enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        base = params.seed if params.seed is not None else int(torch.randint(0, 2**30, (1,)).item())
-        sps = [self._sampling_params(params, n, base + i * n) for i in range(len(prompts))]
-        self._set_scale(1.0 / params.temperature if params.temperature > 0 else 1.0)
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31, (1,)).item())
+        greedy = params.temperature <= 0
+        per = 1 if greedy else n  # requests per prompt (vLLM refuses n > 1 greedy: one, repeated)
+        kw = self._sampling_kwargs(params)
+        first = getattr(params, "stream_offset", 0)  # a data-parallel rank's first sample index
+        sps = [self._vllm.SamplingParams(**kw, seed=_sample_seed(seed, first + i * n + j))
+               for i in range(len(prompts)) for j in range(per)]
+        self._set_scale(1.0 if greedy else 1.0 / params.temperature)
         try:
-            outs = self.llm.generate([{"prompt_token_ids": e} for e in enc], sps, use_tqdm=False)
+            outs = self.llm.generate([{"prompt_token_ids": e} for e in enc for _ in range(per)], sps, use_tqdm=False)
         finally:
             self._set_scale(1.0)
         samples: list[Sample] = []
-        for ids_p, out in zip(enc, outs):
-            for c in sorted(out.outputs, key=lambda c: c.index):
+        for r, out in enumerate(outs):
+            ids_p = enc[r // per]
+            for c in out.outputs:
                 ids = list(c.token_ids)
                 logprobs = [lp[t].logprob for lp, t in zip(c.logprobs, ids)]
                 if ids and ids[-1] in self.eos_ids:
@@ -143,7 +155,8 @@ class VLLMEngine:
                 text = tok.decode(ids[:-1] if why == "eos" else ids, skip_special_tokens=False)
                 if why == "stop":
                     text = _cut_after_stop(text, params.stop)
-                samples.append(Sample(list(ids_p), ids, logprobs, text, why, None))
+                for _ in range(n if greedy else 1):
+                    samples.append(Sample(list(ids_p), list(ids), list(logprobs), text, why, None))
         return RolloutOutput(samples=samples, n=n)
 
     @torch.no_grad()
@@ -152,6 +165,18 @@ class VLLMEngine:
         weights = ((name, t.detach()) for name, t in model.state_dict().items())
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
+
+
+def _sample_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for sample ``index`` of a call with ``seed`` (two rounds of splitmix64): unlike
+    vLLM's own seed + j for the j-th of n, streams of nearby seeds or indices do not overlap."""
+    x = seed & _M64
+    for v in (0, index):
+        x = ((x ^ v) + 0x9E3779B97F4A7C15) & _M64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+        x ^= x >> 31
+    return x >> 1
 
 
 def _rng_state():

@@ -219,12 +219,16 @@ def policy_loss(
     norm: str = "sequence",
     max_len: int | None = None,
     level: str = "token",
+    token_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped surrogate loss with a k3 KL penalty (GRPO, R1 eq. 1; DAPO; Dr. GRPO; GSPO; PPO).
 
     Per masked token (i, t):
 
-        ℓ_{i,t} = −min(ρ_{i,t} A_{i,t}, clip(ρ_{i,t}, 1 − ε_low, 1 + ε_high) A_{i,t}) + β k3_{i,t}
+        ℓ_{i,t} = −w_{i,t} min(ρ_{i,t} A_{i,t}, clip(ρ_{i,t}, 1 − ε_low, 1 + ε_high) A_{i,t}) + β k3_{i,t}
+
+    w_{i,t} = ``token_weight`` (1 when None): truncated importance sampling, min(π_old/π_sampler, C),
+    when the sampler (vLLM) and the trainer disagree on the rollout policy's probabilities.
 
     level="token" (GRPO/PPO): ρ_{i,t} = exp(logp_{i,t} − old_logp_{i,t}).
     level="sequence" (GSPO):  s_i = exp(mean_t (logp_{i,t} − old_logp_{i,t})) over i's tokens,
@@ -248,6 +252,7 @@ def policy_loss(
         beta: KL weight β; β ≠ 0 requires ``ref_logp``.
         eps_low, eps_high: clip range [1 − ε_low, 1 + ε_high]; ε_high defaults to ε_low.
         norm, max_len, level: see above.
+        token_weight: (N, T) ≥ 0 or None; treated as a constant; it scales the surrogate only.
 
     Returns:
         (loss, stats): 0-d loss, and python floats: "loss", "pg_loss" (surrogate part),
@@ -259,7 +264,7 @@ def policy_loss(
     _choice("level", level, _LEVELS)
     if logp.dim() != 2:
         raise ValueError(f"logp must be (N, T), got shape {tuple(logp.shape)}")
-    for name, x in (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp)):
+    for name, x in (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp), ("token_weight", token_weight)):
         if x is not None:
             _check_shape(name, x, logp.shape)
     if advantages.shape not in (logp.shape[:1], logp.shape):
@@ -290,6 +295,8 @@ def policy_loss(
     ratio = torch.exp(log_ratio)
     clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
     surrogate = torch.minimum(ratio * adv, clipped * adv)
+    if token_weight is not None:
+        surrogate = surrogate * torch.where(m, token_weight.detach(), zero)
     pg_tok = torch.where(m, -surrogate, zero)
 
     if ref_logp is not None:

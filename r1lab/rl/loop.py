@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from r1lab import distributed
-from r1lab.engine.rollout import Engine
+from r1lab.engine.rollout import Engine, HFEngine
 from r1lab.errors import UserError
 from r1lab.models import load_model, load_tokenizer, pad_id
 from r1lab.moe import attach_router_balancer
@@ -70,6 +70,8 @@ def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, 
             result = rl_step(step, learner, engine, prompts, reward, s, lr)
         except NonFiniteError as exc:
             raise UserError(f"{exc}. Last good checkpoint: {run_dir / 'checkpoint'}") from exc
+        if hasattr(engine, "sync_weights"):  # vLLM: the updated weights, in place, before the next rollout
+            engine.sync_weights(lora.plain(learner.policy))
         stats = result.metrics
         runlog.write("metrics.jsonl", {"step": step, **stats, "world_size": distributed.world()}, prefix="train/")
         bar.set_postfix(reward=f"{stats['reward']:.3f}", acc=f"{stats['accuracy']:.3f}", len=f"{stats['response_length']:.0f}")
@@ -91,6 +93,19 @@ def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, 
     bar.close()
     distributed.barrier()
     return evals
+
+
+def make_engine(policy, tok, s: RLSettings, run_dir: str | Path, max_batch: int = 256) -> Engine:
+    """The rollout engine of ``s.engine``: r1lab's ``HFEngine`` on the policy's own weights, or a
+    colocated vLLM (``engine/vllm_engine.py``) loaded from a copy written under ``run_dir/vllm``."""
+    if s.engine == "vllm":
+        try:
+            from r1lab.engine.vllm_engine import VLLMEngine
+
+            return VLLMEngine(lora.plain(policy), tok, Path(run_dir) / f"vllm-rank{distributed.rank()}")
+        except ImportError as exc:
+            raise UserError(f"--engine vllm: {exc} (pip install vllm; on a CPU: bash scripts/vllm_env.sh)") from exc
+    return HFEngine(policy, tok, max_batch=max_batch)
 
 
 def load_learner(base: str, ckpt: Path | None, s: RLSettings, device: str) -> tuple[Learner, Any]:

@@ -60,6 +60,12 @@ class RLSettings(LoraFields):
         "help": "no forward/backward for rows whose advantage is 0 (zero-spread groups) when beta = 0 and "
                 "there is no value model: their gradient is exactly 0"})
     recompute_old_logp: bool = field(default=False, metadata={"help": "recompute π_old (else reuse sampling)"})
+    engine: str = field(default="hf", metadata={
+        "help": "rollout engine: hf (r1lab's own) | vllm (a colocated vllm.LLM, weights pushed after every step)"})
+    sampler_correction: str = field(default="tis", metadata={
+        "help": "with --engine vllm: tis (π_old recomputed by the trainer, each token weighted by "
+                "min(π_old/π_vllm, tis_cap)) | recompute (π_old recomputed, no weight) | none (vLLM's log-probs as π_old)"})
+    tis_cap: float = field(default=2.0, metadata={"help": "truncated importance sampling cap C"})
     value_lr: float = field(default=3e-4, metadata={"help": "PPO value-model learning rate"})
     gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE λ"})
     gamma: float = field(default=1.0, metadata={"help": "PPO discount"})
@@ -67,6 +73,13 @@ class RLSettings(LoraFields):
     reflection_words: list[str] = field(default_factory=lambda: list(REFLECTION_WORDS),
                                         metadata={"help": "words counted as reflection"})
     seed: int = field(default=0, metadata={"help": "seed of data order, sampling and init"})
+
+    def recomputes_old(self) -> bool:
+        """π_old from a trainer forward pass: asked for, or vLLM's log-probs are corrected."""
+        return self.recompute_old_logp or (self.engine == "vllm" and self.sampler_correction != "none")
+
+    def uses_tis(self) -> bool:
+        return self.engine == "vllm" and self.sampler_correction == "tis"
 
     def validate(self) -> None:
         """Reject impossible combinations before any work, each with what to change."""
@@ -108,6 +121,10 @@ class RLSettings(LoraFields):
             raise ConfigError(f"schedule must be {' | '.join(SCHEDULES)}, not {self.schedule!r}")
         if self.temperature <= 0:
             raise ConfigError("rollout temperature must be > 0 (log-probs are of the sampling policy)")
+        if self.engine not in ("hf", "vllm"):
+            raise ConfigError(f"engine must be hf | vllm, not {self.engine!r}")
+        if self.sampler_correction not in ("tis", "recompute", "none") or self.tis_cap <= 0:
+            raise ConfigError("sampler_correction must be tis | recompute | none, and tis_cap > 0")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], not {self.top_p}")
         if self.lr <= 0 or self.grad_clip <= 0:

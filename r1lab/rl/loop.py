@@ -99,6 +99,9 @@ def make_engine(policy, tok, s: RLSettings, run_dir: str | Path, max_batch: int 
     """The rollout engine of ``s.engine``: r1lab's ``HFEngine`` on the policy's own weights, or a
     colocated vLLM (``engine/vllm_engine.py``) loaded from a copy written under ``run_dir/vllm``."""
     if s.engine == "vllm":
+        if distributed.launched():
+            raise UserError("--engine vllm under torchrun is not supported yet (each rank would start its own "
+                            "vLLM); run one process, or use --engine hf")
         try:
             from r1lab.engine.vllm_engine import VLLMEngine
 

@@ -157,3 +157,66 @@ def sum_tensor(t: torch.Tensor) -> torch.Tensor:
     if active():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+# --- FSDP2: the weights, gradients and optimizer state sharded over ranks (``--parallel fsdp``) ---
+
+
+def shard(model: torch.nn.Module) -> torch.nn.Module:
+    """``fully_shard`` each decoder layer, then the root (embeddings, final norm, head), in place.
+
+    Gradients are reduce-scattered as sums (divide factor 1): every rank's loss is already divided
+    by the global token count, as in the replicated mode. Between a layer's forward and backward
+    its full weights exist only transiently, so a model needs ~1/W of its weight, gradient and
+    AdamW memory per rank."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise ValueError(f"--parallel fsdp: no decoder layers found on {type(model).__name__} (expected model.layers)")
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(model)
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)  # plain SUM (gloo has no PREMUL_SUM)
+    return model
+
+
+def sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> tuple[dict, dict | None]:
+    """(model state dict, optimizer state dict), full tensors on CPU, keyed by parameter names.
+    A collective: every rank calls it; on a sharded model only rank 0 receives the tensors."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    sd = get_model_state_dict(model, options=opts)
+    osd = get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None
+    return sd, osd
+
+
+def load_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Put a full optimizer state dict (``full_state``'s, every rank reads it) into a sharded optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def max_count(n: int) -> int:
+    """The largest ``n`` over ranks: with FSDP every rank must run as many forward passes."""
+    if not active():
+        return n
+    t = torch.tensor([n], dtype=torch.int64, device=_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())

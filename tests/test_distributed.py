@@ -3,16 +3,19 @@
 The acceptance check of the scale-out issue: `r1lab zero` for 3 steps on 1 process and on 2 gloo
 ranks (one torchrun, and two torchrun agents as two "nodes" on localhost) samples the same tokens,
 scores the same rewards and ends with the same weights up to float summation order; a 2-node run
-stopped after 2 steps and resumed ends where the uninterrupted single-process run ends.
+stopped after 2 steps and resumed ends where the uninterrupted single-process run ends. Also: SFT
+sharded with FSDP2, killed and resumed; the four stages of `r1lab r1` on 2 ranks.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,7 +64,8 @@ def _zero(out: Path, steps: int = 3, extra: tuple[str, ...] = ()) -> list[str]:
 
 
 def _check(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = [x for x in proc.stderr.splitlines() if "[rank0]:" in x and "Error" in x]  # rank 0's own error
+    assert proc.returncode == 0, "\n".join(first[-3:]) + "\n" + proc.stderr[-2000:]
 
 
 def _rollouts(run: Path) -> list[tuple]:
@@ -123,12 +127,12 @@ def test_two_nodes_stopped_and_resumed_match_one(single, tmp_path):
     assert _max_weight_diff(single / "final", out / "final") < 1e-4
 
 
-def _rows(path: Path) -> Path:
+def _rows(path: Path, n: int = 40) -> Path:
     import random
 
     r = random.Random(0)
     with open(path, "w") as fh:
-        for _ in range(40):
+        for _ in range(n):
             a, b = r.randint(1, 99), r.randint(1, 99)
             think = f"{a} plus {b} " + "is " * r.randint(1, 12) + str(a + b)
             fh.write(json.dumps({"prompt": f"What is {a} + {b}?",
@@ -136,26 +140,50 @@ def _rows(path: Path) -> Path:
     return path
 
 
-def test_sft_two_ranks_match_one(tmp_path):
-    rows = _rows(tmp_path / "rows.jsonl")
-    sft = ["-m", "r1lab", "sft", "--data", str(rows), "--template", "r1", "--epochs", "1", "--tokens-per-step", "500",
-           "--eval-share", "0.2", "--eval-every", "3", "--report-to", "none", "--lr", "1e-3", "--warmup", "1"]
-    one, two = tmp_path / "sft1", tmp_path / "sft2"
+def _checkpoint_step(run: Path) -> int:
+    try:
+        return int(torch.load(run / "checkpoint" / "state.pt", weights_only=False)["step"])
+    except Exception:  # noqa: BLE001 - not written yet, or being renamed into place
+        return 0
+
+
+def test_sft_fsdp_killed_and_resumed_matches_one_rank(tmp_path):
+    # FSDP2 (fully_shard over 2 gloo ranks): held-out losses and weights as on one process; a kill -9
+    # after a checkpoint and --resume (optimizer state gathered, then re-sharded) lose nothing
+    rows = _rows(tmp_path / "rows.jsonl", n=80)
+    sft = ["-m", "r1lab", "sft", "--data", str(rows), "--template", "r1", "--epochs", "1", "--tokens-per-step", "300",
+           "--eval-share", "0.1", "--eval-every", "5", "--save-every", "3", "--report-to", "none", "--lr", "1e-3",
+           "--warmup", "1"]
+    one, two = tmp_path / "sft1", tmp_path / "fsdp"
     _check(subprocess.run([sys.executable, *sft, "--output-dir", str(one)], env=_env(), capture_output=True,
                           text=True, timeout=300))
-    _check(subprocess.run([*TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
-                           str(_port()), *sft, "--output-dir", str(two)], env=_env(), capture_output=True, text=True,
-                          timeout=300))
+    launch = [*TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
+    proc = subprocess.Popen([*launch, "--master-port", str(_port()), *sft, "--parallel", "fsdp", "--output-dir", str(two)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while _checkpoint_step(two) < 6 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun; its workers run in sessions of their own:
+    subprocess.run(["pkill", "-9", "-f", f"output-dir {two}"], check=False)
+    proc.wait()
+    while subprocess.run(["pgrep", "-f", f"output-dir {two}"], capture_output=True).returncode == 0:
+        time.sleep(0.1)
+    assert 6 <= _checkpoint_step(two) < 25 and not (two / "final").exists()  # killed mid-run
+    _check(subprocess.run([*launch, "--master-port", str(_port()), *sft, "--parallel", "fsdp", "--output-dir", str(two),
+                           "--resume"], env=_env(), capture_output=True, text=True, timeout=300))
+    steps = [json.loads(x)["step"] for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(len(steps))) and len(steps) > 25  # every step once
     e1, e2 = ([json.loads(x)["loss"] for x in (d / "eval.jsonl").read_text().splitlines()] for d in (one, two))
-    assert len(e1) >= 3 and max(abs(a - b) for a, b in zip(e1, e2)) < 1e-5  # held-out loss split over ranks
-    assert _max_weight_diff(one / "final", two / "final") < 1e-4
+    assert len(e1) == len(e2) >= 8 and max(abs(a - b) for a, b in zip(e1, e2)) < 1e-4
+    assert _max_weight_diff(one / "final", two / "final") < 1e-3  # FSDP's sharded norm and sums drift slowly
 
 
 def test_r1_pipeline_two_ranks_match_one(tmp_path):
     # all four stages data-parallel: cold-start SFT, RL, rejection sampling + SFT, RL on a mixture
     from tests.test_r1 import SMOKE
 
-    args = ["-m", "r1lab", "r1", *SMOKE]
+    small = {"--cold-start-rows": "24", "--rl-steps": "2", "--rs-prompts": "8", "--final-steps": "1"}
+    args = ["-m", "r1lab", "r1", *[small.get(prev, x) for prev, x in zip(["", *SMOKE], SMOKE)]]
     one, two = tmp_path / "r1-1", tmp_path / "r1-2"
     _check(subprocess.run([sys.executable, *args, "--output-dir", str(one)], env=_env(), capture_output=True,
                           text=True, timeout=600))

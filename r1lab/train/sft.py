@@ -155,35 +155,52 @@ def response_nll(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
     return torch.where(mask > 0, nll, torch.zeros_like(nll)).sum(), mask.sum()
 
 
+def rank_batches(rows: list[SFTExample], pad_id: int, device, max_tokens: int, model=None):
+    """This rank's micro-batches of ``rows`` as (ids, mask): rows[rank::W] (all rows in one process).
+    With a sharded (FSDP) ``model`` every rank must run as many forward passes, so a rank with
+    fewer micro-batches adds empty ones: two pad tokens and a zero mask, which add 0 to the loss."""
+    mine = micro_batches(sorted(rows, key=lambda e: e.length)[distributed.rank() :: distributed.world()], max_tokens)
+    # the count is agreed before any forward: a collective between two ranks' forwards would deadlock
+    extra = distributed.max_count(len(mine)) - len(mine) if model is not None and distributed.sharded(model) else 0
+    for mb in mine:
+        yield collate(mb, pad_id, device)
+    for _ in range(extra):
+        yield torch.full((1, 2), pad_id, dtype=torch.long, device=device), torch.zeros(1, 1, device=device)
+
+
 def sft_step(model, optimizer: torch.optim.Optimizer, rows: list[SFTExample], pad_id: int, lr: float,
              micro_batch_tokens: int = 4096, grad_clip: float = 1.0) -> dict[str, float]:
     """One optimizer step on ``rows`` (see the module docstring for the loss); returns
     loss, tokens, grad_norm; a non-finite loss or gradient skips the step (``skipped`` = 1).
 
-    Under torchrun every rank gets the same ``rows`` and runs rows[rank::W] (length-sorted rows,
-    so the ranks' token counts are close); each divides by the global token count and the
-    gradients are summed (``distributed``), so the step equals the single-process one."""
+    Under torchrun every rank gets the same ``rows`` and runs rows[rank::W] of them length-sorted
+    (so the ranks' token counts are close); each divides by the global token count and the
+    gradients are summed (``distributed.sum_gradients``, or FSDP's reduce-scatter for a sharded
+    model), so the step equals the single-process one. A sharded model runs every micro-batch
+    even after a non-finite one (its collectives must match across ranks); the step is skipped."""
     device = next(model.parameters()).device
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     total = sum(len(e.response_ids) for e in rows)
-    loss_sum, finite = 0.0, True
-    for mb in micro_batches(rows[distributed.rank() :: distributed.world()], micro_batch_tokens):
-        ids, mask = collate(mb, pad_id, device)
+    loss_sum, finite, fsdp = 0.0, True, distributed.sharded(model)
+    for ids, mask in rank_batches(rows, pad_id, device, micro_batch_tokens, model):
         nll, _ = response_nll(model, ids, mask)
         if not torch.isfinite(nll):
             finite = False
-            break
+            if not fsdp:
+                break
         (nll / total).backward()
         loss_sum += float(nll.detach())
     if not distributed.all_true(finite):
         optimizer.zero_grad(set_to_none=True)
         return {"loss": float("nan"), "tokens": float(total), "skipped": 1.0}
     params = [p for p in model.parameters() if p.requires_grad]
-    distributed.sum_gradients(params)
+    if not fsdp:
+        distributed.sum_gradients(params)
     (loss_sum,) = distributed.sum_floats(loss_sum)
     gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # a DTensor under FSDP
     if not torch.isfinite(gnorm):
         optimizer.zero_grad(set_to_none=True)
         return {"loss": loss_sum / total, "tokens": float(total), "skipped": 1.0}
@@ -198,9 +215,7 @@ def evaluate_nll(model, examples: list[SFTExample], pad_id: int, micro_batch_tok
     model.eval()
     device = next(model.parameters()).device
     nll_sum, count = 0.0, 0.0
-    mine = sorted(examples, key=lambda e: e.length)[distributed.rank() :: distributed.world()]
-    for mb in micro_batches(mine, micro_batch_tokens):
-        ids, mask = collate(mb, pad_id, device)
+    for ids, mask in rank_batches(examples, pad_id, device, micro_batch_tokens, model):
         nll, n = response_nll(model, ids, mask)
         nll_sum, count = nll_sum + float(nll), count + float(n)
     nll_sum, count = distributed.sum_floats(nll_sum, count)  # torchrun: each rank scored rows[rank::W]

@@ -52,6 +52,9 @@ class SFTSettings(lora.LoraFields):
     seed: int = field(default=0, metadata={"help": "seed of the data order and init"})
     router_bias_gamma: float = field(default=1e-3, metadata={
         "help": "DeepSeek-V3 models: routing-bias update speed γ after each step (0 = off)"})
+    parallel: str = field(default="dp", metadata={
+        "help": "under torchrun: dp (every rank holds the model, gradients summed: DDP's semantics) | "
+                "fsdp (FSDP2 fully_shard: weights, gradients and optimizer state sharded over ranks)"})
 
     def validate(self) -> None:
         if self.epochs < 1 or self.tokens_per_step < 1 or self.micro_batch_tokens < 1 or self.save_every < 1:
@@ -60,6 +63,10 @@ class SFTSettings(lora.LoraFields):
             raise ConfigError("min_lr_ratio must be in [0, 1], lr > 0, warmup >= 0, max_bad_steps >= 1")
         parse_report_to(self.report_to)
         self.validate_lora()
+        if self.parallel not in ("dp", "fsdp"):
+            raise ConfigError(f"parallel must be dp | fsdp, not {self.parallel!r}")
+        if self.parallel == "fsdp" and self.lora_rank > 0:
+            raise ConfigError("parallel fsdp with LoRA is not supported: use --parallel dp (adapters are small)")
 
 
 def open_run(run_dir: str | Path, resume: bool) -> Path | None:
@@ -75,12 +82,17 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
     """Train ``model`` (already loaded from ``ckpt`` when resuming) and return the run's summary."""
     run_dir = Path(run_dir)
     plan = [(epoch, rows) for epoch in range(s.epochs) for rows in batches(train_ex, s.tokens_per_step, s.seed, epoch)]
+    if s.parallel == "fsdp" and distributed.active():
+        distributed.shard(model)  # before the optimizer: it holds the shards
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, betas=(0.9, 0.95), weight_decay=s.weight_decay)
     attach_router_balancer(model, opt, s.router_bias_gamma)  # V3 routers: the bias update transformers lacks
     start, bad = 0, 0
     if ckpt is not None:
         state = checkpoint.load_state(ckpt)
-        opt.load_state_dict(state["optimizer"])
+        if distributed.sharded(model):
+            distributed.load_optimizer(model, opt, state["optimizer"])
+        else:
+            opt.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])
         start, bad = state["step"], state.get("bad_steps", 0)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,13 +119,15 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
         last = step == len(plan) - 1
         if last or (s.eval_every and (step + 1) % s.eval_every == 0):
             held_out(model, eval_ex, pid, step + 1, s, runlog)
-        if main and (last or (step + 1) % s.save_every == 0):
-            checkpoint.save(run_dir, {"policy": model}, tok, {"step": step + 1, "optimizer": opt.state_dict(),
-                                                              "bad_steps": bad})
+        if last or (step + 1) % s.save_every == 0:
+            plain, opt_state = savable(model, opt)  # a collective under FSDP
+            if main:
+                checkpoint.save(run_dir, {"policy": plain}, tok, {"step": step + 1, "optimizer": opt_state, "bad_steps": bad})
     bar.close()
     runlog.close()
+    plain, _ = savable(model, None)
     if main:
-        save_pretrained_atomic(lora.plain(model), tok, run_dir / "final")
+        save_pretrained_atomic(lora.plain(plain), tok, run_dir / "final")
     distributed.barrier()  # the final model is on disk before any rank moves on
     eval_file = run_dir / "eval.jsonl"
     evals = [json.loads(x) for x in eval_file.read_text().splitlines()] if eval_file.is_file() else []
@@ -121,6 +135,22 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
             "train_rows": len(train_ex), "eval_rows": len(eval_ex),
             "start_eval_loss": evals[0].get("loss") if evals else None,
             "final_eval_loss": evals[-1].get("loss") if evals else None}
+
+
+def savable(model, opt) -> tuple[Any, dict | None]:
+    """(a model ``save_pretrained`` can write, the optimizer's state dict). A sharded model's full
+    weights are gathered into a plain copy on rank 0 (None elsewhere): every rank must call this."""
+    if not distributed.sharded(model):
+        return model, None if opt is None else opt.state_dict()
+    from transformers import AutoModelForCausalLM
+
+    sd, osd = distributed.full_state(model, opt)
+    if not distributed.is_main():
+        return None, None
+    plain = AutoModelForCausalLM.from_config(model.config, torch_dtype=next(iter(sd.values())).dtype)
+    plain.load_state_dict(sd, strict=False)  # tied weights appear once
+    plain.tie_weights()
+    return plain, osd
 
 
 def held_out(model, eval_ex: list[SFTExample], pid: int, step: int, s: SFTSettings, runlog: RunLog) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU check in one go, one JSON file with every number: at most 6 minutes on one GPU (three
-# steps of at most 120 s), 9 with two (the 2-rank check adds two runs of at most 90 s).
+# steps of at most 120 s), 11 with two (the 2-rank checks add three runs of at most 90-120 s).
 #
 #   bash bench/gpu.sh [OUT.json]           # on a GPU machine (default OUT: bench-gpu.json)
 #   bash bench/gpu.sh --smoke [OUT.json]   # the same steps at CPU smoke sizes (tests/test_bench.py runs it)
@@ -11,8 +11,8 @@
 #   3. vllm        the vLLM engine (bench/vllm_cpu.py; needs `vllm` importable, the CUDA build on a GPU)
 #   4. dp2         with ≥ 2 GPUs: `r1lab zero` for 3 steps on 1 and on 2 ranks (torchrun, nccl);
 #                  sampled tokens, rewards and weights compared (the rank-invariance check)
-#   5. fsdp2       recorded as not implemented: r1lab's data parallelism replicates the model and sums
-#                  gradients (r1lab/distributed.py); sharding with fully_shard is not built yet
+#   5. fsdp2       with ≥ 2 GPUs: `r1lab sft --parallel fsdp` (FSDP2 fully_shard) of the 0.5B-shaped model
+#                  on 2 ranks, ~8 steps: tokens/s and the loss from its metrics
 # Nothing is downloaded: models are random with the shipped tokenizer (the machine may be offline).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -78,7 +78,20 @@ if [ "$NGPU" -ge 2 ]; then
 else
   skip dp2 "$NGPU GPU(s); the 2-rank check needs 2 (tests/test_distributed.py runs it on CPU ranks)"
 fi
-skip fsdp2 "not implemented: r1lab/distributed.py replicates the model and sums gradients"
+if [ "$NGPU" -ge 2 ]; then
+  "$PY" -c "
+import json, random
+r = random.Random(0)
+with open('$WORK/rows.jsonl', 'w') as fh:
+    for _ in range(256):
+        a, b = r.randint(1, 999), r.randint(1, 999)
+        fh.write(json.dumps({'prompt': f'What is {a} + {b}?', 'response': '<think>' + f'{a} plus {b} ' * 20 + f'</think> <answer>{a + b}</answer>'}) + '\n')"
+  step fsdp2 120 "$PY" -m torch.distributed.run --nproc-per-node 2 -m r1lab sft --model "$WORK/model" --data "$WORK/rows.jsonl" \
+    --template r1 --epochs 1 --tokens-per-step 4096 --eval-share 0.05 --report-to none --parallel fsdp --device cuda \
+    --output-dir "$WORK/fsdp"
+else
+  skip fsdp2 "$NGPU GPU(s); the FSDP2 step needs 2 (tests/test_distributed.py runs it on CPU ranks)"
+fi
 
 "$PY" - "$WORK" "$OUT" "$DEV" "$NGPU" <<'EOF'
 import json, sys
@@ -106,6 +119,10 @@ if (work / "dp1" / "rollouts.jsonl").is_file() and (work / "dp2" / "rollouts.jso
     wa, wb = (load_file(work / d / "final" / "model.safetensors") for d in ("dp1", "dp2"))
     result["steps"]["dp2"] = {"same_rollouts": a == b,
                               "max_weight_diff": max(float((wa[k] - wb[k]).abs().max()) for k in wa)}
+if (work / "fsdp" / "metrics.jsonl").is_file():
+    rows = [json.loads(x) for x in (work / "fsdp" / "metrics.jsonl").read_text().splitlines()]
+    result["steps"]["fsdp2"]["metrics"] = {"steps": len(rows), "tokens_per_s": rows[-1].get("tokens_per_s"),
+                                           "loss_first": rows[0].get("loss"), "loss_last": rows[-1].get("loss")}
 out.write_text(json.dumps(result, indent=2))
 print(f"wrote {out}")
 EOF

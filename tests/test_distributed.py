@@ -94,7 +94,7 @@ def test_two_ranks_match_one(single, tmp_path):
     assert len(one) == 3 * 16 and one == two  # every sampled token and reward of every step
     from r1lab.models import resolve_model
 
-    assert _max_weight_diff(Path(resolve_model("")), single / "final") > 1e-3  # the steps did train
+    assert _max_weight_diff(Path(resolve_model("")), single / "final") > 3e-4  # the steps trained (6e-4 in warm-up)
     m1 = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
     m2 = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["world_size"] for r in m1] == [1, 1, 1] and [r["world_size"] for r in m2] == [2, 2, 2]
@@ -109,13 +109,16 @@ def test_two_ranks_match_one(single, tmp_path):
 def _two_nodes(out: Path, steps: int, extra: tuple[str, ...] = ()) -> None:
     """Two torchrun agents, one process each, as nodes 0 and 1 of a localhost rendezvous."""
     port = str(_port())
-    procs = [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--node-rank", str(n), "--nproc-per-node", "1",
+    out.mkdir(parents=True, exist_ok=True)
+    logs = [open(out.parent / f"{out.name}-node{n}-{steps}.log", "w") for n in (0, 1)]  # files: a full pipe
+    procs = [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--node-rank", str(n), "--nproc-per-node", "1",  # would block
                                "--master-addr", "127.0.0.1", "--master-port", port, *_zero(out, steps, extra)],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              env=_env(), stdout=logs[n], stderr=subprocess.STDOUT)
              for n in (0, 1)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
+    for p, log in zip(procs, logs):
+        p.wait(timeout=300)
+        log.close()
+        assert p.returncode == 0, Path(log.name).read_text()[-3000:]
 
 
 def test_two_nodes_stopped_and_resumed_match_one(single, tmp_path):

@@ -117,13 +117,18 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
+def _reduce(values: list[float] | list[int], dtype: torch.dtype, op) -> list:
+    """Python numbers reduced over ranks with ``op`` in one all-reduce (themselves in a world of one)."""
+    if not active():
+        return list(values)
+    t = torch.tensor(values, dtype=dtype, device=_device())
+    dist.all_reduce(t, op=op)
+    return t.tolist()
+
+
 def all_true(flag: bool) -> bool:
     """True on every rank iff ``flag`` is True on every rank (e.g. a finite loss everywhere)."""
-    if not active():
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+    return bool(_reduce([int(flag)], torch.int32, dist.ReduceOp.MIN)[0])
 
 
 def sum_gradients(params: list[torch.Tensor]) -> None:
@@ -144,11 +149,7 @@ def sum_gradients(params: list[torch.Tensor]) -> None:
 
 def sum_floats(*values: float) -> list[float]:
     """Python numbers summed over ranks (one all-reduce); the values themselves in a world of one."""
-    if not active():
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=_device())
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
+    return _reduce(list(values), torch.float64, dist.ReduceOp.SUM)
 
 
 def sum_tensor(t: torch.Tensor) -> torch.Tensor:
@@ -215,8 +216,4 @@ def load_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sta
 
 def max_count(n: int) -> int:
     """The largest ``n`` over ranks: with FSDP every rank must run as many forward passes."""
-    if not active():
-        return n
-    t = torch.tensor([n], dtype=torch.int64, device=_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
+    return int(_reduce([n], torch.int64, dist.ReduceOp.MAX)[0])

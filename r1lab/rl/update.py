@@ -35,7 +35,7 @@ import torch
 
 from r1lab import distributed
 from r1lab.rl.collect import Group
-from r1lab.rl.grpo import gae, group_advantages, masked_whiten, policy_loss, value_loss
+from r1lab.rl.grpo import gae, group_advantages, masked_mean, masked_whiten, policy_loss, value_loss
 from r1lab.rl.learner import Learner
 from r1lab.rl.settings import RLSettings
 from r1lab.train import fasttrain
@@ -137,13 +137,13 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
                          owned=owned, n_groups=len(groups))
     if recompute:  # how far the sampler's log-probs are from the trainer's on the same tokens
         gap = (old_logp - pk.sample_logp).abs() * pk.mask
-        batch.stats["sampler_logp_gap"] = float(gap.sum() / pk.mask.sum().clamp(min=1))
+        batch.stats["sampler_logp_gap"] = float(masked_mean(gap, pk.mask))
         batch.stats["sampler_logp_gap_max"] = float(gap.max()) if gap.numel() else 0.0
     if s.uses_tis():  # truncated importance sampling: w = min(π_old / π_sampler, C) per token
         w = torch.exp(old_logp - pk.sample_logp).clamp(max=s.tis_cap) * pk.mask
         batch.is_weight = w
-        batch.stats["tis_mean"] = float(w.sum() / pk.mask.sum().clamp(min=1))
-        batch.stats["tis_capped_share"] = float(((w >= s.tis_cap) & (pk.mask > 0)).sum() / pk.mask.sum().clamp(min=1))
+        batch.stats["tis_mean"] = float(masked_mean(w, pk.mask))
+        batch.stats["tis_capped_share"] = float(masked_mean((w >= s.tis_cap).float(), pk.mask))
     if teacher_logp is not None:
         batch.stats["reverse_kl"] = rkl
     return batch

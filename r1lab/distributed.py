@@ -192,6 +192,18 @@ def sharded(model: torch.nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def copy_full(src: torch.nn.Module, dst: torch.nn.Module) -> None:
+    """``dst``'s parameters and buffers := ``src``'s, gathered one tensor at a time when ``src`` is
+    sharded (a collective: every rank calls it; peak extra memory is one full tensor). ``dst`` is
+    an unsharded model of the same architecture, e.g. the copy an RL rollout engine samples from."""
+    mine = dict(dst.named_parameters())
+    mine.update(dict(dst.named_buffers()))
+    with torch.no_grad():
+        for name, t in [*src.named_parameters(), *src.named_buffers()]:
+            full = t.full_tensor() if hasattr(t, "full_tensor") else t
+            mine[name].copy_(full)
+
+
 def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> tuple[dict, dict | None]:
     """(model state dict, optimizer state dict), full tensors on CPU, keyed by parameter names.
     A collective: every rank calls it; on a sharded model only rank 0 receives the tensors."""
@@ -205,6 +217,17 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None =
     sd = get_model_state_dict(model, options=opts)
     osd = get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None
     return sd, osd
+
+
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict | None:
+    """The optimizer's state dict; of a sharded ``model``, the full one on rank 0 (None elsewhere,
+    a collective) in ``full_state``'s keyed-by-name form, which ``load_optimizer`` reads back."""
+    if not sharded(model):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    osd = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return osd if is_main() else None
 
 
 def load_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:

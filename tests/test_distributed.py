@@ -3,8 +3,9 @@
 The acceptance check of the scale-out issue: `r1lab zero` for 3 steps on 1 process and on 2 gloo
 ranks (one torchrun, and two torchrun agents as two "nodes" on localhost) samples the same tokens,
 scores the same rewards and ends with the same weights up to float summation order; a 2-node run
-stopped after 2 steps and resumed ends where the uninterrupted single-process run ends. Also: SFT
-sharded with FSDP2, killed and resumed; the four stages of `r1lab r1` on 2 ranks.
+sharded with FSDP2, stopped after 2 steps and resumed, ends where the uninterrupted single-process
+run ends. Also: SFT
+sharded with FSDP2, killed and resumed; the four stages of `r1lab r1` on 2 sharded ranks.
 """
 
 from __future__ import annotations
@@ -47,6 +48,22 @@ def test_world_of_one_is_the_identity():
     assert distributed.all_true(False) is False and distributed.block(7) == (0, 7)
     agg = {"loss": 3.0, "_w/loss": 2.0}
     assert merge_ranks(agg) is agg
+
+
+def test_copy_full_and_parallel_settings():
+    from r1lab.config import ConfigError
+    from r1lab.rl.settings import RLSettings
+
+    src, dst = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    src.register_buffer("scale", torch.tensor([2.0]))
+    dst.register_buffer("scale", torch.tensor([0.0]))
+    distributed.copy_full(src, dst)  # unsharded: a plain copy of parameters and buffers
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    with pytest.raises(ConfigError, match="parallel must be dp"):
+        RLSettings(parallel="ddp").validate()
+    with pytest.raises(ConfigError, match="LoRA"):
+        RLSettings(parallel="fsdp", lora_rank=4).validate()
+    RLSettings(parallel="fsdp").validate()  # one process: fsdp is accepted and changes nothing
 
 
 def _port() -> int:
@@ -121,11 +138,14 @@ def _two_nodes(out: Path, steps: int, extra: tuple[str, ...] = ()) -> None:
         assert p.returncode == 0, Path(log.name).read_text()[-3000:]
 
 
-def test_two_nodes_stopped_and_resumed_match_one(single, tmp_path):
+def test_two_nodes_sharded_stopped_and_resumed_match_one(single, tmp_path):
+    # FSDP2 across two "nodes": the policy, its gradients and AdamW state sharded; rollouts from a
+    # full copy per rank; the checkpoint holds full weights and the gathered optimizer state
     out = tmp_path / "nodes"
-    _two_nodes(out, steps=2)
+    _two_nodes(out, steps=2, extra=("--parallel", "fsdp"))
     assert json.loads((out / "checkpoint" / "policy" / "config.json").read_text())  # plain HF weights
-    _two_nodes(out, steps=3, extra=("--resume",))
+    _two_nodes(out, steps=3, extra=("--resume", "--parallel", "fsdp"))
+    assert json.loads((out / "config.json").read_text())["parallel"] == "fsdp"
     assert _rollouts(out) == _rollouts(single)
     assert _max_weight_diff(single / "final", out / "final") < 1e-4
 
@@ -181,8 +201,9 @@ def test_sft_fsdp_killed_and_resumed_matches_one_rank(tmp_path):
     assert _max_weight_diff(one / "final", two / "final") < 1e-3  # FSDP's sharded norm and sums drift slowly
 
 
-def test_r1_pipeline_two_ranks_match_one(tmp_path):
-    # all four stages data-parallel: cold-start SFT, RL, rejection sampling + SFT, RL on a mixture
+def test_r1_pipeline_sharded_two_ranks_match_one(tmp_path):
+    # all four stages on 2 ranks with FSDP2 (zero's replicated mode is checked above): cold-start
+    # SFT, RL, rejection sampling + SFT, RL on a mixture
     from tests.test_r1 import SMOKE
 
     small = {"--cold-start-rows": "24", "--rl-steps": "2", "--rs-prompts": "8", "--final-steps": "1"}
@@ -191,7 +212,8 @@ def test_r1_pipeline_two_ranks_match_one(tmp_path):
     _check(subprocess.run([sys.executable, *args, "--output-dir", str(one)], env=_env(), capture_output=True,
                           text=True, timeout=600))
     _check(subprocess.run([*TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
-                           str(_port()), *args, "--output-dir", str(two)], env=_env(), capture_output=True, text=True,
+                           str(_port()), *args, "--parallel", "fsdp", "--output-dir", str(two)], env=_env(),
+                          capture_output=True, text=True,
                           timeout=600))
     rows = "3-rejection-sft/rows.jsonl"
     assert (one / rows).read_text() == (two / rows).read_text() != ""  # the same samples kept

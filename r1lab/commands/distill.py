@@ -172,7 +172,7 @@ def distill_sft(cfg: Config, teacher, student, tok, task, train: list, run_dir: 
     s = SFTSettings(epochs=cfg.epochs, lr=cfg.lr, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio,
                     weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, tokens_per_step=cfg.tokens_per_step,
                     micro_batch_tokens=max(cfg.micro_batch_tokens, 1), save_every=cfg.save_every,
-                    resume=cfg.resume, report_to=cfg.report_to, seed=cfg.seed)
+                    resume=cfg.resume, report_to=cfg.report_to, seed=cfg.seed, parallel=cfg.parallel)
     fitted = fit(student, tok, examples, [], s, run_dir, ckpt, to_dict(cfg), desc="distill")
     return {"teacher_rows": len(rows), "teacher_pass_rate": summary["teacher_pass_rate"], "sft_steps": fitted["steps"],
             "compute": {"teacher_forward_tokens": teacher_tokens, "student_forward_tokens": 0,
@@ -181,17 +181,18 @@ def distill_sft(cfg: Config, teacher, student, tok, task, train: list, run_dir: 
 
 def distill_on_policy(cfg: Config, teacher, student, tok, task, train: list, run_dir: Path, ckpt) -> dict:
     """The student samples; reverse KL to the teacher on its tokens (the RL loop, teacher advantage)."""
+    rollout = rl_loop.shard_policy(student, cfg)  # --parallel fsdp: shards + a full copy to sample from
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    learner = Learner(student, opt, pad_id(tok), teacher=teacher)
+    learner = Learner(student, opt, pad_id(tok), teacher=teacher, rollout=rollout)
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
     runlog = RunLog(run_dir, cfg.report_to, start, config=to_dict(cfg))
-    engine = rl_loop.make_engine(student, tok, cfg, run_dir, max(256, cfg.prompts_per_step * cfg.group_size))
+    engine = rl_loop.make_engine(learner.sampler, tok, cfg, run_dir, max(256, cfg.prompts_per_step * cfg.group_size))
     prompts = Prompts(train, lambda ex: task.prompt(ex, tok))
     rl_loop.train(learner, engine, prompts, RewardRunner(task), cfg, rl_loop.Schedule(cfg.steps, 0, cfg.save_every, 10),
                   run_dir, runlog, tok, None, start, "distill")
     runlog.close()
     if distributed.is_main():
-        save_pretrained_atomic(student, tok, run_dir / "final")
+        save_pretrained_atomic(learner.sampler, tok, run_dir / "final")
     distributed.barrier()
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     seq = sum(r.get("sequence_tokens", 0) for r in rows)  # every sampled sequence: generated, scored, trained on

@@ -183,7 +183,7 @@ def stage_grpo(cfg: Config, stage: Path) -> dict:
     learner, tok = rl_loop.load_learner(str(stage.parent / "3-sft" / "final"), ckpt, s, "cpu")
     task = get_task("drive", categories=cfg.categories, horizon=cfg.horizon)
     prompts = Prompts(task.examples("train"), lambda ex: task.prompt(ex, tok), stop=("</answer>",))
-    engine = HFEngine(learner.policy, tok, max_batch=cfg.prompts_per_step * cfg.group_size)
+    engine = HFEngine(learner.sampler, tok, max_batch=cfg.prompts_per_step * cfg.group_size)
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
     runlog = RunLog(stage, "none", start)
     rl_loop.train(learner, engine, prompts, RewardRunner(task), s,

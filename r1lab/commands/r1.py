@@ -190,7 +190,7 @@ def sft_on(cfg: Config, src: str, rows: list[dict], d: Path, device: str) -> dic
     examples, _ = tokenize(rows, tok, "raw", 4 * cfg.max_new_tokens + 512)
     s = SFTSettings(epochs=cfg.sft_epochs, lr=cfg.sft_lr, warmup=cfg.warmup, tokens_per_step=cfg.tokens_per_step,
                     micro_batch_tokens=cfg.micro_batch_tokens or 4096, save_every=cfg.save_every, resume=True,
-                    report_to=cfg.report_to, seed=cfg.seed, eval_every=0)
+                    report_to=cfg.report_to, seed=cfg.seed, eval_every=0, parallel=cfg.parallel)
     return fit(model, tok, examples, [], s, d, ckpt, to_dict(cfg), desc=d.name)
 
 
@@ -204,13 +204,13 @@ def rl_stage(cfg: Config, src: str, d: Path, task_spec: str, steps: int, tempera
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
     d.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(d, cfg.report_to, start, config=to_dict(cfg))
-    engine = rl_loop.make_engine(learner.policy, tok, s, d, max(256, cfg.prompts_per_step * cfg.group_size))
+    engine = rl_loop.make_engine(learner.sampler, tok, s, d, max(256, cfg.prompts_per_step * cfg.group_size))
     prompts = Prompts(task.examples("train"), lambda ex: task.prompt(ex, tok))
     rl_loop.train(learner, engine, prompts, RewardRunner(task), s, rl_loop.Schedule(steps, 0, cfg.save_every, 10), d,
                   runlog, tok, None, start, d.name)
     runlog.close()
     if distributed.is_main():
-        save_pretrained_atomic(learner.policy, tok, d / "final")
+        save_pretrained_atomic(learner.sampler, tok, d / "final")
     distributed.barrier()  # the stage's model is on disk before any rank evaluates it
     return {"final_model": str(d / "final"), "steps": steps, "task": task_spec}
 

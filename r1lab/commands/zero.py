@@ -123,7 +123,7 @@ def run(cfg: Config) -> dict:
     if not train:
         raise ConfigError(f"task {cfg.task!r} has no training examples")
     prompts = Prompts(train, lambda ex: task.prompt(ex, tok), stop=("</answer>",))
-    engine = rl_loop.make_engine(learner.policy, tok, cfg, run_dir, max(256, cfg.prompts_per_step * cfg.group_size))
+    engine = rl_loop.make_engine(learner.sampler, tok, cfg, run_dir, max(256, cfg.prompts_per_step * cfg.group_size))
     rewards = RewardRunner(task, cfg.reward_fn or None, cfg.reward_timeout)
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
     main = distributed.is_main()
@@ -134,13 +134,13 @@ def run(cfg: Config) -> dict:
     evals = rl_loop.train(learner, engine, prompts, rewards, cfg,
                           rl_loop.Schedule(cfg.steps, cfg.eval_every, cfg.save_every, cfg.sample_every, cfg.dump_rollouts),
                           run_dir, runlog,
-                          tok, lambda step: held_out(cfg, learner.policy, tok, task, test, step, runlog), start, "zero")
+                          tok, lambda step: held_out(cfg, learner.sampler, tok, task, test, step, runlog), start, "zero")
     runlog.close()
     final_dir = run_dir / "final"
     if not main:
         distributed.close()
         return {"run_dir": str(run_dir), "rank": distributed.rank()}
-    save_pretrained_atomic(lora.plain(learner.policy), tok, final_dir)
+    save_pretrained_atomic(lora.plain(learner.sampler), tok, final_dir)
     summary = {
         "run_dir": str(run_dir),
         "final_model": str(final_dir),

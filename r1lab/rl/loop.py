@@ -15,6 +15,7 @@ the last good checkpoint.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable
@@ -70,13 +71,15 @@ def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, 
             result = rl_step(step, learner, engine, prompts, reward, s, lr)
         except NonFiniteError as exc:
             raise UserError(f"{exc}. Last good checkpoint: {run_dir / 'checkpoint'}") from exc
+        if learner.rollout is not None:  # --parallel fsdp: the engine's full copy := the updated shards
+            distributed.copy_full(learner.policy, learner.rollout)
         if hasattr(engine, "sync_weights"):  # vLLM: the updated weights, in place, before the next rollout
             engine.sync_weights(lora.plain(learner.policy))
         stats = result.metrics
         runlog.write("metrics.jsonl", {"step": step, **stats, "world_size": distributed.world()}, prefix="train/")
         bar.set_postfix(reward=f"{stats['reward']:.3f}", acc=f"{stats['accuracy']:.3f}", len=f"{stats['response_length']:.0f}")
         if s.ref_refresh and learner.ref is not None and (step + 1) % s.ref_refresh == 0:
-            learner.ref.load_state_dict(learner.policy.state_dict())
+            learner.ref.load_state_dict(learner.sampler.state_dict())
         if sched.dump_rollouts:
             for g, group in enumerate(result.groups):
                 for j, (x, r) in enumerate(zip(group.samples, group.rewards)):
@@ -88,8 +91,8 @@ def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, 
         last = step == sched.steps - 1
         if evaluate is not None and (last or (sched.eval_every and (step + 1) % sched.eval_every == 0)):
             evals.append(evaluate(step + 1))
-        if main and (last or (step + 1) % sched.save_every == 0):
-            save(run_dir, learner, tok, step + 1, keep_ref=bool(s.ref_refresh))
+        if last or (step + 1) % sched.save_every == 0:
+            save(run_dir, learner, tok, step + 1, keep_ref=bool(s.ref_refresh))  # rank 0 writes
     bar.close()
     distributed.barrier()
     return evals
@@ -97,7 +100,10 @@ def train(learner: Learner, engine: Engine, prompts: Prompts, reward: RewardFn, 
 
 def make_engine(policy, tok, s: RLSettings, run_dir: str | Path, max_batch: int = 256) -> Engine:
     """The rollout engine of ``s.engine``: r1lab's ``HFEngine`` on the policy's own weights, or a
-    colocated vLLM (``engine/vllm_engine.py``) loaded from a copy written under ``run_dir/vllm``."""
+    colocated vLLM (``engine/vllm_engine.py``) loaded from a copy written under ``run_dir/vllm``.
+    Pass ``learner.sampler``: under ``--parallel fsdp`` that is the full copy, not the shards."""
+    if distributed.sharded(policy):
+        raise ValueError("make_engine needs full weights: pass learner.sampler, not the sharded policy")
     if s.engine == "vllm":
         if distributed.launched():
             raise UserError("--engine vllm under torchrun is not supported yet (each rank would start its own "
@@ -122,6 +128,7 @@ def load_learner(base: str, ckpt: Path | None, s: RLSettings, device: str) -> tu
             lora.load_adapter(policy, ckpt / "policy")
     else:
         policy = load_model(src, device=device).train()
+    rollout = shard_policy(policy, s)
     ref = None
     if s.beta > 0:
         ref_src = str(ckpt / "ref") if ckpt and (ckpt / "ref").is_dir() else base
@@ -133,13 +140,27 @@ def load_learner(base: str, ckpt: Path | None, s: RLSettings, device: str) -> tu
         critic = Critic(value, torch.optim.AdamW(value.parameters(), lr=s.value_lr, weight_decay=0.0))
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=s.lr, betas=(0.9, 0.99), weight_decay=s.weight_decay)
     attach_router_balancer(policy, opt, s.router_bias_gamma)  # V3 routers: the bias update transformers lacks
-    return Learner(policy, opt, pad_id(tok), ref=ref, critic=critic), tok
+    return Learner(policy, opt, pad_id(tok), ref=ref, critic=critic, rollout=rollout), tok
+
+
+def shard_policy(policy, s: RLSettings) -> Any:
+    """With ``--parallel fsdp`` under torchrun: keep an unsharded, gradient-free copy of ``policy``
+    for the rollout engine, then shard ``policy`` in place (before its optimizer is made) and return
+    the copy. Otherwise nothing changes and None is returned."""
+    if s.parallel != "fsdp" or not distributed.active():
+        return None
+    rollout = copy.deepcopy(policy).eval().requires_grad_(False)
+    distributed.shard(policy)
+    return rollout
 
 
 def restore(learner: Learner, ckpt: Path) -> int:
     """Optimizer states, RNG and the bad-step count from ``ckpt``; returns the step to run next."""
     state = checkpoint.load_state(ckpt)
-    learner.optimizer.load_state_dict(state["optimizer"])
+    if distributed.sharded(learner.policy):
+        distributed.load_optimizer(learner.policy, learner.optimizer, state["optimizer"])
+    else:
+        learner.optimizer.load_state_dict(state["optimizer"])
     if learner.critic is not None and state.get("value_optimizer"):
         learner.critic.optimizer.load_state_dict(state["value_optimizer"])
     checkpoint.set_rng_state(state["rng"])
@@ -149,15 +170,19 @@ def restore(learner: Learner, ckpt: Path) -> int:
 
 
 def save(run_dir: Path, learner: Learner, tok, next_step: int, keep_ref: bool) -> None:
-    """An atomic checkpoint of everything a resume needs."""
-    models = {"policy": learner.policy}
+    """An atomic checkpoint of everything a resume needs, written by rank 0. Every rank calls it:
+    a sharded optimizer's state is gathered (the weights come from the full copy ``learner.sampler``)."""
+    opt_state = distributed.optimizer_state(learner.policy, learner.optimizer)
+    if not distributed.is_main():
+        return
+    models = {"policy": learner.sampler}
     if learner.ref is not None and keep_ref:  # a refreshed reference is no longer the base
         models["ref"] = learner.ref
     if learner.critic is not None:
         models["value"] = learner.critic.model
     state = {
         "step": next_step,
-        "optimizer": learner.optimizer.state_dict(),
+        "optimizer": opt_state,
         "value_optimizer": learner.critic.optimizer.state_dict() if learner.critic else None,
         "bad_steps": learner.bad_steps,
     }

@@ -62,6 +62,9 @@ class RLSettings(LoraFields):
     recompute_old_logp: bool = field(default=False, metadata={"help": "recompute π_old (else reuse sampling)"})
     engine: str = field(default="hf", metadata={
         "help": "rollout engine: hf (r1lab's own) | vllm (a colocated vllm.LLM, weights pushed after every step)"})
+    parallel: str = field(default="dp", metadata={
+        "help": "under torchrun: dp (each rank a full replica, gradients all-reduced) | fsdp (FSDP2 fully_shard: "
+                "the policy's weights, gradients and AdamW state sharded; rollouts from a full copy per rank)"})
     sampler_correction: str = field(default="tis", metadata={
         "help": "with --engine vllm: tis (π_old recomputed by the trainer, each token weighted by "
                 "min(π_old/π_vllm, tis_cap)) | recompute (π_old recomputed, no weight) | none (vLLM's log-probs as π_old)"})
@@ -123,6 +126,10 @@ class RLSettings(LoraFields):
             raise ConfigError("rollout temperature must be > 0 (log-probs are of the sampling policy)")
         if self.engine not in ("hf", "vllm"):
             raise ConfigError(f"engine must be hf | vllm, not {self.engine!r}")
+        if self.parallel not in ("dp", "fsdp"):
+            raise ConfigError(f"parallel must be dp | fsdp, not {self.parallel!r}")
+        if self.parallel == "fsdp" and self.lora_rank > 0:
+            raise ConfigError("parallel fsdp with LoRA is not supported: use --parallel dp (adapters are small)")
         if self.sampler_correction not in ("tis", "recompute", "none") or self.tis_cap <= 0:
             raise ConfigError("sampler_correction must be tis | recompute | none, and tis_cap > 0")
         if not 0 < self.top_p <= 1:

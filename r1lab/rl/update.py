@@ -69,7 +69,7 @@ class RolloutBatch:
 def shared_prompts(model, pk: Packed, settings: RLSettings, pad_id: int, rows: torch.Tensor | None = None):
     """The prompt pass of ``rows`` (all rows if None) for the shared-prefix forward, or None when
     it is off or the model is not one ``fasttrain`` covers (then the plain forward runs)."""
-    if not settings.shared_prompt or pk.prompts is None or not fasttrain.supported(model):
+    if not settings.shared_prompt or pk.prompts is None or distributed.sharded(model) or not fasttrain.supported(model):
         return None
     if rows is not None and not len(rows):
         return None
@@ -98,12 +98,12 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
     old_values = torch.zeros_like(mask) if critic is not None else None
     teacher_logp = torch.zeros_like(mask) if learner.teacher is not None else None
     sp_teacher = shared_prompts(learner.teacher, pk, s, learner.pad_id, mine) if teacher_logp is not None else None
-    sp_old = shared_prompts(learner.policy, pk, s, learner.pad_id, mine) if recompute else None
+    sp_old = shared_prompts(learner.sampler, pk, s, learner.pad_id, mine) if recompute else None
     sp_ref = shared_prompts(learner.ref, pk, s, learner.pad_id, mine) if ref_logp is not None else None
     for rows in micro_batches(len(mine), s.micro_batch, pk.lengths[mine], s.micro_batch_tokens, pk.start):
         rows = mine[rows]
         if recompute:
-            lp, _, t = row_logprobs(learner.policy, pk, rows, s.temperature, shared=sp_old)
+            lp, _, t = row_logprobs(learner.sampler, pk, rows, s.temperature, shared=sp_old)  # weights as sampled
             old_logp[rows, :t] = lp
         if ref_logp is not None:
             lp, _, t = row_logprobs(learner.ref, pk, rows, s.temperature, shared=sp_ref)
@@ -187,6 +187,13 @@ def merge_ranks(agg: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def zero_pass(model, pad_id: int, device) -> None:
+    """A forward and backward whose loss is 0: a sharded rank with no rows left joins its peers'
+    all-gathers and reduce-scatters, and adds nothing to the gradient."""
+    logits = model(input_ids=torch.full((1, 2), pad_id, dtype=torch.long, device=device)).logits
+    (logits.float().sum() * 0.0).backward()
+
+
 def micro_weight(norm: str, m: torch.Tensor, n_mb: int, tok_mb: float) -> float:
     """Scale of a micro-batch's loss so that micro-batches add up to the minibatch's loss."""
     return float(m.sum()) / max(tok_mb, 1.0) if norm == "token" else m.shape[0] / n_mb
@@ -213,9 +220,17 @@ def update_minibatch(batch: RolloutBatch, mb: torch.Tensor, learner: Learner, s:
     if batch.owned is not None:  # under torchrun: this rank's rows of the minibatch
         run_rows = run_rows[batch.owned[run_rows]]
     shared = shared_prompts(learner.policy, pk, s, learner.pad_id, run_rows) if len(run_rows) else None
+    fsdp = distributed.sharded(learner.policy)
+    chunks = list(micro_batches(len(run_rows), s.micro_batch, pk.lengths[run_rows], s.micro_batch_tokens, pk.start))
+    # FSDP: every forward/backward is a collective, so every rank runs as many (agreed before the
+    # first), padding with zero-loss passes, and keeps going past a non-finite loss (then skips)
+    extra = distributed.max_count(len(chunks)) - len(chunks) if fsdp else 0
     finite = True
-    for rows in micro_batches(len(run_rows), s.micro_batch, pk.lengths[run_rows], s.micro_batch_tokens, pk.start):
+    for rows in chunks:
         rows = run_rows[rows]
+        if not finite:  # FSDP only: the step is skipped, the collectives still run
+            zero_pass(learner.policy, learner.pad_id, pk.input_ids.device)
+            continue
         logp, _, t = row_logprobs(learner.policy, pk, rows, s.temperature, shared=shared)
         m = batch.mask[rows, :t]
         adv = batch.adv[rows] if batch.adv.dim() == 1 else batch.adv[rows, :t]
@@ -233,23 +248,30 @@ def update_minibatch(batch: RolloutBatch, mb: torch.Tensor, learner: Learner, s:
             st["value_loss"] = vst.get("value_loss", float(vloss.detach()))
         if not torch.isfinite(loss):
             finite = False
+            if fsdp:
+                zero_pass(learner.policy, learner.pad_id, pk.input_ids.device)
+                continue
             break
         (loss * w).backward()
         for key in ("kl", "clip_low", "clip_high", "ratio_mean", "value_loss", "loss"):
             if key in st:
                 _add(agg, key, st[key], float(m.sum()))
+    for _ in range(extra):
+        zero_pass(learner.policy, learner.pad_id, pk.input_ids.device)
     params = [p for g in opt.param_groups for p in g["params"]]
     if finite and shared is not None:
         shared.backward()  # the prompts' part of the gradient, summed over the micro-batches
     if finite and not len(run_rows):  # nothing to run: the gradient is exactly zero (AdamW still steps)
         for p in params:
-            p.grad = torch.zeros_like(p)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
     finite = distributed.all_true(finite)  # every rank skips, or none does
-    if finite:  # torchrun: the ranks' gradients add up to the single-process one
-        distributed.sum_gradients(params)
+    if finite and not fsdp:  # torchrun: the ranks' gradients add up to the single-process one (FSDP:
+        distributed.sum_gradients(params)  # its reduce-scatter already summed them into each shard)
         if critic is not None:
             distributed.sum_gradients(list(critic.model.parameters()))
     gnorm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip) if finite else torch.tensor(float("nan"))
+    gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # a DTensor under FSDP
     if critic is not None and finite:
         torch.nn.utils.clip_grad_norm_(critic.model.parameters(), s.grad_clip)
     if not finite or not torch.isfinite(gnorm):

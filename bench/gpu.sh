@@ -12,7 +12,8 @@
 #   4. dp2         with ≥ 2 GPUs: `r1lab zero` for 3 steps on 1 and on 2 ranks (torchrun, nccl);
 #                  sampled tokens, rewards and weights compared (the rank-invariance check)
 #   5. fsdp2       with ≥ 2 GPUs: `r1lab sft --parallel fsdp` (FSDP2 fully_shard) of the 0.5B-shaped model
-#                  on 2 ranks, ~8 steps: tokens/s and the loss from its metrics
+#                  on 2 ranks, ~8 steps: tokens/s and the loss from its metrics; and (fsdp2z, in step 4's
+#                  block) `r1lab zero --parallel fsdp` on 2 ranks compared with the 1-rank run
 # Nothing is downloaded: models are random with the shipped tokenizer (the machine may be offline).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -75,6 +76,7 @@ if [ "$NGPU" -ge 2 ]; then
         --eval-every 0 --report-to none --dump-rollouts --seed 3 --device cuda)
   step dp2_one 90 "$PY" "${ZERO[@]}" --output-dir "$WORK/dp1"
   step dp2_two 90 "$PY" -m torch.distributed.run --nproc-per-node 2 "${ZERO[@]}" --output-dir "$WORK/dp2"
+  step fsdp2_zero 90 "$PY" -m torch.distributed.run --nproc-per-node 2 "${ZERO[@]}" --parallel fsdp --output-dir "$WORK/fsdp2z"
 else
   skip dp2 "$NGPU GPU(s); the 2-rank check needs 2 (tests/test_distributed.py runs it on CPU ranks)"
 fi
@@ -113,12 +115,13 @@ for line in (work / "steps.txt").read_text().splitlines():
         ratio = [x for x in log.read_text().splitlines() if x.startswith("ratio ")]
         row["ratio"] = ratio[-1] if ratio else None
     result["steps"][name] = row
-if (work / "dp1" / "rollouts.jsonl").is_file() and (work / "dp2" / "rollouts.jsonl").is_file():
-    from safetensors.torch import load_file
-    a, b = ((work / d / "rollouts.jsonl").read_text() for d in ("dp1", "dp2"))
-    wa, wb = (load_file(work / d / "final" / "model.safetensors") for d in ("dp1", "dp2"))
-    result["steps"]["dp2"] = {"same_rollouts": a == b,
-                              "max_weight_diff": max(float((wa[k] - wb[k]).abs().max()) for k in wa)}
+for two in ("dp2", "fsdp2z"):  # 2 ranks (replicated, then FSDP2-sharded) against 1
+    if (work / "dp1" / "rollouts.jsonl").is_file() and (work / two / "rollouts.jsonl").is_file():
+        from safetensors.torch import load_file
+        a, b = ((work / d / "rollouts.jsonl").read_text() for d in ("dp1", two))
+        wa, wb = (load_file(work / d / "final" / "model.safetensors") for d in ("dp1", two))
+        result["steps"][two] = {"same_rollouts": a == b,
+                                "max_weight_diff": max(float((wa[k] - wb[k]).abs().max()) for k in wa)}
 if (work / "fsdp" / "metrics.jsonl").is_file():
     rows = [json.loads(x) for x in (work / "fsdp" / "metrics.jsonl").read_text().splitlines()]
     result["steps"]["fsdp2"]["metrics"] = {"steps": len(rows), "tokens_per_s": rows[-1].get("tokens_per_s"),

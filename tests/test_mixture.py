@@ -74,3 +74,44 @@ def test_zero_on_a_mixture_logs_per_task_metrics(tiny_model_dir, tmp_path):
     assert shares and sum(shares) == pytest.approx(1.0)
     ev = json.loads((tmp_path / "mix" / "eval.jsonl").read_text().splitlines()[0])
     assert ev["countdown/n_problems"] == 2 and ev["knights_knaves/n_problems"] == 2
+
+
+# --- language 'mix': each prompt English or Chinese (R1 saw mixing with multilingual RL prompts) ---
+
+
+def _has_han(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def test_example_language_by_hand():
+    from r1lab.tasks.base import example_language
+
+    # crc32("a") = 0xE8B7BE43 is odd -> zh; crc32("test-0") = 0x5C22B3F4 is even -> en
+    assert example_language("mix", "a") == "zh" and example_language("mix", "test-0") == "en"
+    assert example_language("en", "a") == "en" and example_language("zh", "test-0") == "zh"
+
+
+@pytest.mark.parametrize("name", ["countdown", "arithmetic", "knights_knaves", "code"])
+def test_mix_writes_each_prompt_in_its_own_language(name):
+    task = get_task(name, language="mix")
+    rows = task.examples("test")
+    langs = [task.language_of(ex) for ex in rows]
+    assert 0.4 < langs.count("zh") / len(rows) < 0.6 and set(langs) == {"en", "zh"}
+    assert get_task(name, language="mix").examples("test") == rows  # the same split every time
+    for ex, lang in list(zip(rows, langs))[:20]:
+        assert _has_han(task.question(ex)) == (lang == "zh"), (name, ex["id"])
+
+
+def test_mix_language_reward_is_relative_to_the_prompt():
+    task = get_task("countdown:0.5,knights_knaves:0.5", language="mix", language_weight=1.0)
+    rows = task.examples("test")[:40]
+    zh = next(ex for ex in rows if task.language_of(ex) == "zh")
+    en = next(ex for ex in rows if task.language_of(ex) == "en")
+    english, chinese = "let me check this again </think> <answer>1</answer>", "让 我 再 检 查 </think> <answer>1</answer>"
+    assert task.reward(zh, chinese)[1]["language"] == 1.0 and task.reward(zh, english)[1]["language"] == 0.0
+    assert task.reward(en, english)[1]["language"] == 1.0 and task.reward(en, chinese)[1]["language"] == 0.0
+
+
+def test_mix_is_refused_by_single_language_tasks():
+    with pytest.raises(ValueError, match="language 'mix' needs a task written in en and zh"):
+        get_task("gsm8k", language="mix")

@@ -67,7 +67,8 @@ class Config(RLSettings):
         "help": "stages 1-3: the reasoning tasks (a task or a mixture)"})
     final_task: str = field(default="countdown:0.4,knights_knaves:0.2,code:0.2,arithmetic:0.2", metadata={
         "help": "stage 4 and every evaluation: all scenarios"})
-    language: str = field(default="en", metadata={"help": "target language of the reasoning"})
+    language: str = field(default="en", metadata={
+        "help": "target language of the reasoning: en | zh | mix (each prompt English or Chinese, half each)"})
     task_options: list[str] = field(default_factory=list, metadata={
         "help": "task options KEY=VALUE, or MEMBER.KEY=VALUE for one task of a mixture (gsm8k.data=DIR)"})
     language_weight: float = field(default=0.2, metadata={"help": "stage 2: weight of the language-consistency reward"})
@@ -169,7 +170,7 @@ def cold_start(cfg: Config, base: str, d: Path, device: str) -> dict:
     rows = []
     for ex in rng.sample(train, min(len(train), 3 * cfg.cold_start_rows)):
         text = task.member(ex).demonstration(ex, rng) if hasattr(task, "member") else task.demonstration(ex, rng)
-        if text is None or not task.grade(ex, text).correct or problems(text, cfg.language, ex.get("task") == "code"):
+        if text is None or not task.grade(ex, text).correct or problems(text, task.language_of(ex), ex.get("task") == "code"):
             continue
         rows.append({"prompt": task.prompt(ex, tok), "response": text, "source": "demonstration", "task": ex.get("task")})
         if len(rows) >= cfg.cold_start_rows:

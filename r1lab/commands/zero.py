@@ -62,7 +62,8 @@ class Config(RLSettings):
         "help": "task options KEY=VALUE (e.g. max_people=5 for knights_knaves, seed=1)"})
     sandbox_min_level: str = field(default="", metadata={
         "help": "code task: refuse to grade below this containment level (process | seccomp | namespaces | full)"})
-    language: str = field(default="", metadata={"help": "target language of the reasoning"})
+    language: str = field(default="", metadata={
+        "help": "target language of the reasoning: en | zh | mix (each prompt English or Chinese; '' = the task's)"})
     language_weight: float = field(default=0.0, metadata={"help": "weight of the language-consistency reward"})
     format_weight: float = field(default=0.1, metadata={"help": "weight of the format reward"})
     reward_fn: str = field(default="", metadata={"help": "custom reward 'module:function' ('' = task's)"})

@@ -83,7 +83,9 @@ def evaluate(
     metrics.update(per_task(examples, grades, lengths))
     texts = [t for r in records for t in r["responses"]]
     metrics["reflection_rate"] = reflection_rate(texts)
-    langs = [ex.get("language") or getattr(task.options, "language", "en") or "en" for ex in examples for _ in range(k)]
+    of = getattr(task, "language_of", None)  # the prompt's language (per example under language 'mix')
+    langs = [(of(ex) if of else ex.get("language") or getattr(task.options, "language", "en")) or "en"
+             for ex in examples for _ in range(k)]
     metrics.update(readability_stats(texts, langs, task.prompt_opens_think()))
     metrics["truncated_share"] = sum(f == "length" for r in records for f in r["finish"]) / max(1, len(texts))
     metrics["tokens_per_s"] = n_tokens / max(1e-9, time.time() - t0)

@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from r1lab.tasks.base import Task, TaskOptions
+from r1lab.tasks.base import Task, TaskOptions, with_languages
 
 QUESTION = {"en": "Compute {expr}.", "zh": "计算 {expr}。"}
 _INT_RE = re.compile(r"^[+-]?\d{1,12}$")
@@ -90,10 +90,10 @@ class Arithmetic(Task):
             seen.add(expr)
             _, value = worked_steps(nums, ops)
             rows.append({"id": f"{split}-{len(rows)}", "expression": expr, "answer": str(value)})
-        return rows
+        return with_languages(rows, o.language)
 
     def question(self, example: dict) -> str:
-        return QUESTION[example.get("language", self.options.language)].format(expr=example["expression"])
+        return QUESTION[self.language_of(example)].format(expr=example["expression"])
 
     def extract(self, completion: str) -> str | None:
         return self.tagged_answer(completion)

@@ -14,6 +14,7 @@ worth half a right one (TinyZero does the same). Set ``format_weight=1.0`` for R
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +50,31 @@ class TaskOptions:
     """Options common to every task (each task may add its own)."""
 
     template: str = field(default="r1", metadata={"help": "prompt template: r1 | short | chat | plain"})
-    language: str = field(default="en", metadata={"help": "target language of the reasoning (en | zh)"})
+    language: str = field(default="en", metadata={
+        "help": "target language of the reasoning: en | zh | mix (each prompt English or Chinese, half each)"})
     accuracy_weight: float = 1.0
     format_weight: float = 0.1
     language_weight: float = 0.0
+
+
+MIX = "mix"
+
+
+def example_language(language: str, key: str) -> str:
+    """The prompt language of one example: the task's ``language``, or with ``mix`` English or
+    Chinese by a hash of the example's ``key`` (half each; the same on every run and machine).
+    R1 saw language mixing when RL prompts came in more than one language (R1 §2.3.2)."""
+    if language != MIX:
+        return language
+    return "zh" if zlib.crc32(key.encode()) % 2 else "en"
+
+
+def with_languages(rows: list[dict], language: str) -> list[dict]:
+    """``rows`` with each one's prompt language set (``example_language`` of its id) under ``mix``."""
+    if language == MIX:
+        for row in rows:
+            row["language"] = example_language(MIX, str(row["id"]))
+    return rows
 
 
 def render_prompt(question: str, template: str, tokenizer: Any = None) -> str:
@@ -94,7 +116,11 @@ class Task:
                 raise TypeError(f"task {self.name!r} has no option {key!r}")
         if self.options.template not in TEMPLATES:
             raise ValueError(f"unknown template {self.options.template!r}; choose one of {', '.join(TEMPLATES)}")
-        if self.languages and self.options.language not in self.languages:
+        if self.options.language == MIX:
+            if not {"en", "zh"} <= set(self.languages):
+                raise ValueError(f"language 'mix' needs a task written in en and zh; {self.name!r} is written in "
+                                 f"{', '.join(self.languages) or 'its data language only'}")
+        elif self.languages and self.options.language not in self.languages:
             raise ValueError(f"language {self.options.language!r} is not one this task is written in "
                              f"({', '.join(self.languages)})")
 
@@ -151,13 +177,17 @@ class Task:
     def reward(self, example: dict, completion: str) -> tuple[float, dict[str, float]]:
         """Scalar reward and its components (accuracy, format, language)."""
         g = self.grade(example, completion)
-        return self.assemble_reward(completion, g, float(g.correct))
+        return self.assemble_reward(completion, g, float(g.correct), lang=self.language_of(example))
 
-    def assemble_reward(self, completion: str, g: Grade, credit: float,
-                        extra: dict[str, float] | None = None) -> tuple[float, dict[str, float]]:
-        """accuracy_weight·credit + format_weight·format (+ language_weight·language consistency);
-        ``credit`` is 1/0 correctness, or a task's partial score (share of tests, rg's score);
-        ``extra`` components are logged beside accuracy."""
+    def language_of(self, example: dict) -> str:
+        """The language the example's prompt is written in (its reasoning should be too)."""
+        return example.get("language") or example_language(self.options.language, str(example.get("id", "")))
+
+    def assemble_reward(self, completion: str, g: Grade, credit: float, extra: dict[str, float] | None = None,
+                        lang: str | None = None) -> tuple[float, dict[str, float]]:
+        """accuracy_weight·credit + format_weight·format (+ language_weight·language consistency
+        in ``lang``, the prompt's language); ``credit`` is 1/0 correctness, or a task's partial
+        score (share of tests, rg's score); ``extra`` components are logged beside accuracy."""
         o = self.options
         comps = {"accuracy": float(g.correct), **(extra or {}), "format": float(g.format_ok)}
         total = o.accuracy_weight * credit + o.format_weight * comps["format"]
@@ -165,7 +195,7 @@ class Task:
             from r1lab.rewards.language import language_consistency
 
             think = parse_response(completion, self.prompt_opens_think()).think
-            comps["language"] = language_consistency(think, o.language)
+            comps["language"] = language_consistency(think, lang or o.language)
             total += o.language_weight * comps["language"]
         if g.error:
             comps["grader_error"] = 1.0

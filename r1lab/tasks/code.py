@@ -33,7 +33,7 @@ from typing import Any
 from r1lab.config import ConfigError
 from r1lab.data import read_rows
 from r1lab.rewards.format import parse_response
-from r1lab.tasks.base import Grade, Task, TaskOptions
+from r1lab.tasks.base import MIX, Grade, Task, TaskOptions, example_language
 from r1lab.tasks.toycode import toy_problems
 
 log = logging.getLogger("r1lab.tasks.code")
@@ -81,6 +81,7 @@ class Code(Task):
     name = "code"
     default_template = "short"
     needs_answer = False
+    languages = ("en", "zh")  # the toy problems' specs (file rows are graded in their own language)
 
     def __init__(self, options: CodeOptions | None = None, **kwargs: Any):
         super().__init__(options or CodeOptions(), **kwargs)
@@ -109,7 +110,11 @@ class Code(Task):
     def examples(self, split: str | None = None) -> list[dict]:
         o = self.options
         if not o.data:
-            return toy_problems(split or "test", o.seed, o.language)
+            if o.language != MIX:
+                return toy_problems(split or "test", o.seed, o.language)
+            zh = {r["id"]: r for r in toy_problems(split or "test", o.seed, "zh")}  # the same problems
+            return [{**(zh[r["id"]] if example_language(MIX, r["id"]) == "zh" else r),
+                     "language": example_language(MIX, r["id"])} for r in toy_problems(split or "test", o.seed, "en")]
         rows, _ = read_rows(o.data, split or o.split, validate=_check_row)
         return [{"id": str(r.get("task_id", r.get("id", f"code-{i}"))), **r} for i, r in enumerate(rows)]
 
@@ -130,7 +135,7 @@ class Code(Task):
             return None
         from r1lab.tasks.toycode import CodeStyle, worked_solution
 
-        return worked_solution(example, rng, self.options.language, CodeStyle(slip=0.2, wrong=0.0))
+        return worked_solution(example, rng, self.language_of(example), CodeStyle(slip=0.2, wrong=0.0))
 
     def check(self, example: dict, answer: str) -> bool:
         return self.grade(example, answer).correct
@@ -174,7 +179,7 @@ class Code(Task):
     def reward(self, example: dict, completion: str) -> tuple[float, dict[str, float]]:
         """accuracy_weight · share of tests passed + format (+ language); ``accuracy`` = all passed."""
         (g, share), = self._run([example], [completion])
-        return self.assemble_reward(completion, g, share, {"tests_passed": share})
+        return self.assemble_reward(completion, g, share, {"tests_passed": share}, lang=self.language_of(example))
 
 
 def _check_row(row: dict) -> str | None:

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from r1lab.tasks.base import Task, TaskOptions
+from r1lab.tasks.base import Task, TaskOptions, with_languages
 
 OPS = "+-*"
 MAX_NUMBER, MAX_TARGET = 12, 99
@@ -172,7 +172,7 @@ class Countdown(Task):
         for i in range(o.train_size):
             nums, target = random_instance(rng, split)
             rows.append({"id": f"{split}-{i}", "nums": list(nums), "target": target, "answer": str(target)})
-        return rows
+        return with_languages(rows, o.language)
 
     def _test_examples(self, rng: random.Random) -> list[dict]:
         """Distinct held-out instances, drawn without replacement with the generator's own
@@ -184,10 +184,10 @@ class Countdown(Task):
             order = list(nums)
             rng.shuffle(order)
             rows.append({"id": f"test-{i}", "nums": order, "target": target, "answer": str(target)})
-        return rows
+        return with_languages(rows, self.options.language)
 
     def question(self, example: dict) -> str:
-        lang = example.get("language", self.options.language)
+        lang = self.language_of(example)
         nums = " ".join(str(n) for n in example["nums"])
         return PHRASES[lang]["question"].format(nums=nums, target=example["target"])
 
@@ -196,7 +196,7 @@ class Countdown(Task):
 
     def demonstration(self, example: dict, rng: random.Random) -> str | None:
         """The corpus's attempt-check-retry style, retrying until an attempt is right (or None)."""
-        lang = example.get("language", self.options.language)
+        lang = self.language_of(example)
         text = worked_solution(tuple(example["nums"]), example["target"], lang, rng,
                                CorpusStyle(first_correct=0.35, retry=1.0, max_attempts=6, mix_language=0.0))
         return text if self.grade(example, text).correct else None

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r1lab.data import DataError, read_rows
-from r1lab.tasks.base import Task, TaskOptions
+from r1lab.tasks.base import Task, TaskOptions, example_language
 
 NAMES = {
     "en": ["Zoey", "Oliver", "Ava", "Liam", "Mia", "Noah", "Emma", "Jack", "Lily", "Owen", "Ruby", "Leo"],
@@ -248,10 +248,12 @@ class KnightsKnaves(Task):
             if key in seen:
                 continue
             seen.add(key)
-            names = rng.sample(NAMES[o.language], n)
-            rows.append({"id": f"kk-{split}-{len(rows)}", "names": names, "statements": _jsonable(statements),
-                         "solution": list(sol), "quiz": quiz_text(statements, names, o.language),
-                         "answer": answer_text(names, list(sol), o.language), "people": n})
+            key = f"kk-{split}-{len(rows)}"
+            lang = example_language(o.language, key)
+            names = rng.sample(NAMES[lang], n)
+            rows.append({"id": key, "names": names, "statements": _jsonable(statements),
+                         "solution": list(sol), "quiz": quiz_text(statements, names, lang),
+                         "answer": answer_text(names, list(sol), lang), "people": n, "language": lang})
         return rows
 
     def _file_examples(self, split: str) -> list[dict]:
@@ -279,7 +281,7 @@ class KnightsKnaves(Task):
         if "statements" not in example:
             return None
         statements = [_as_tuple(s) for s in example["statements"]]
-        return worked_solution(statements, list(example["names"]), self.options.language, rng, KKStyle(retry=1.0))
+        return worked_solution(statements, list(example["names"]), self.language_of(example), rng, KKStyle(retry=1.0))
 
     def extract(self, completion: str) -> str | None:
         ans = self.answer_block(completion)

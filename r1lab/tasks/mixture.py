@@ -120,6 +120,9 @@ class Mixture(Task):
     def reward(self, example: dict, completion: str) -> tuple[float, dict[str, float]]:
         return self.member(example).reward(example, completion)
 
+    def language_of(self, example: dict) -> str:
+        return self.member(example).language_of(example)
+
     def prompt_opens_think(self) -> bool:
         return self.options.template in ("r1", "short")
 

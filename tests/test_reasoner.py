@@ -146,6 +146,8 @@ def test_drive_lm_runs_every_stage_at_smoke_size(tmp_path):
     result = json.loads((out / "5-eval" / "done.json").read_text())
     assert set(result["metrics"]) == {"sft", "grpo"} and result["metrics"]["grpo"]["all"]["episodes"] == 3
     assert result["extra"]["grpo"]["tokens_per_decision"] > 0
+    for key in ("plan_agreement", "majority_plan_agreement", "speed_restated"):  # does it read the scene?
+        assert 0.0 <= result["extra"]["sft"][key] <= 1.0, key
     assert (out / "drive_lm_report.md").read_text().startswith("# r1lab drive-lm report")
     from transformers import AutoModelForCausalLM
 

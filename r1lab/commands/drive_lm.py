@@ -6,14 +6,20 @@ in R1's order (cold-start SFT, then GRPO) and driven closed-loop in highway-env 
 
 The flow of ``run``, one folder per stage:
   1-data   IDM/MOBIL drives ``log_episodes`` training start states (``driving.rollout.expert_logs``);
-           each decision becomes an SFT row: the scene as text in the R1 template -> templated
+           each decision becomes an SFT row: the scene as text, then ``<think>`` (``--template r1``
+           puts R1-Zero's instruction before it, doubling the tokens) -> templated
            reasoning (situation, other agents, plan, safety check) + the expert's plan
            (``driving.reasoner``).
   2-model  a byte-level BPE tokenizer over that text (``tokenizers``) and a tiny
            ``DeepseekV3ForCausalLM`` (MLA attention, 1 shared + E routed experts), saved with
            ``save_pretrained``: it loads in plain transformers.
   3-sft    cold start: ``train.sft_loop.fit`` (response-only loss); V3's routing bias moves after
-           every step (``moe.RouterBalancer``, which transformers does not do).
+           every step (``moe.RouterBalancer``, which transformers does not do). 40 epochs (~1,100
+           steps): with 3 (126 steps) the 2-layer model answered the commonest plan whatever the
+           scene (plan = expert's on 37% of held-out decisions, the commonest plan's share) and
+           its next-token distribution after "I drive at" did not depend on the scene's speed; with
+           ~1,100 steps at lr 1e-3 it restates the speed in 85% and agrees with the expert on 73%
+           (copying a number from the prompt needs attention that only forms after many steps).
   4-grpo   the ``drive`` task through the same RL loop as ``r1lab zero`` (``rl.loop.train``): a
            completion's plan is graded by driving it from the start state for ``horizon`` seconds;
            reward = driving reward + format.
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,13 +76,15 @@ class Config:
     workers: int = field(default=1, metadata={"help": "environment processes for logging and evaluation"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     log_episodes: int = field(default=90, metadata={"help": "IDM/MOBIL episodes for the cold-start rows"})
+    template: str = field(default="short", metadata={
+        "help": "prompt: short (the scene, then <think>) | r1 (R1-Zero's instruction before the scene: 2x the tokens)"})
     vocab_size: int = field(default=512, metadata={"help": "tokenizer vocabulary"})
     hidden: int = field(default=64, metadata={"help": "model width"})
     layers: int = field(default=2, metadata={"help": "decoder layers (all MoE)"})
     n_routed: int = field(default=8, metadata={"help": "routed experts per layer"})
     experts_per_token: int = field(default=2, metadata={"help": "routed experts per token"})
-    sft_epochs: int = field(default=3, metadata={"help": "cold-start epochs"})
-    sft_lr: float = field(default=3e-3, metadata={"help": "cold-start peak learning rate"})
+    sft_epochs: int = field(default=40, metadata={"help": "cold-start epochs (see the module docstring)"})
+    sft_lr: float = field(default=1e-3, metadata={"help": "cold-start peak learning rate"})
     tokens_per_step: int = field(default=4096, metadata={"help": "cold-start tokens per step"})
     steps: int = field(default=20, metadata={"help": "GRPO steps"})
     prompts_per_step: int = field(default=8, metadata={"help": "GRPO start states per step"})
@@ -93,6 +102,8 @@ class Config:
             raise ConfigError(f"categories: choose from {', '.join(CATEGORIES)}, got {self.categories!r}")
         if min(self.log_episodes, self.sft_epochs, self.prompts_per_step, self.eval_starts) < 1 or self.steps < 0:
             raise ConfigError("log_episodes, sft_epochs, prompts_per_step and eval_starts must be >= 1, steps >= 0")
+        if self.template not in ("short", "r1"):
+            raise ConfigError(f"template must be short | r1 (both open the think block), not {self.template!r}")
         if self.group_size < 2:
             raise ConfigError("group_size must be >= 2 (GRPO needs a group)")
         if (Path(self.output_dir) / "config.json").is_file() and not self.resume:
@@ -125,7 +136,7 @@ def stage_data(cfg: Config, pool: EpisodePool, stage: Path) -> list[dict]:
         stage.mkdir(parents=True, exist_ok=True)
         logs, _ = expert_logs(pool, train_starts(np.random.default_rng(cfg.seed), cfg.log_episodes, cfg.cats()),
                               cfg.duration)
-        rows = [{"prompt": render_prompt(reasoner.scene_text(o, cfg.duration), "r1"),
+        rows = [{"prompt": render_prompt(reasoner.scene_text(o, cfg.duration), cfg.template),
                  "response": reasoner.completion(o, a)} for ep in logs for o, a, _ in ep]
         (stage / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         stages.finish(stage, {"rows": len(rows), "episodes": len(logs)})
@@ -181,7 +192,7 @@ def stage_grpo(cfg: Config, stage: Path) -> dict:
     s.validate()
     ckpt = checkpoint.latest(stage) if cfg.resume else None
     learner, tok = rl_loop.load_learner(str(stage.parent / "3-sft" / "final"), ckpt, s, "cpu")
-    task = get_task("drive", categories=cfg.categories, horizon=cfg.horizon)
+    task = get_task("drive", categories=cfg.categories, horizon=cfg.horizon, template=cfg.template)
     prompts = Prompts(task.examples("train"), lambda ex: task.prompt(ex, tok), stop=("</answer>",))
     engine = HFEngine(learner.sampler, tok, max_batch=cfg.prompts_per_step * cfg.group_size)
     start = rl_loop.restore(learner, ckpt) if ckpt is not None else 0
@@ -206,7 +217,7 @@ def drive_closed_loop(model_dir: str, pool: EpisodePool, cfg: Config) -> dict:
     step = 0
     while live:
         slots = sorted(live)
-        texts = [render_prompt(reasoner.scene_text(live[i], cfg.duration), "r1") for i in slots]
+        texts = [render_prompt(reasoner.scene_text(live[i], cfg.duration), cfg.template) for i in slots]
         result = engine.generate(texts, SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0))
         anchors = {}
         for i, sample in zip(slots, result.samples):
@@ -243,16 +254,39 @@ def drive_closed_loop(model_dir: str, pool: EpisodePool, cfg: Config) -> dict:
             "samples": decisions[:3] + decisions[-3:]}
 
 
+def plan_agreement(model_dir: str, decisions: list[tuple], cfg: Config) -> dict[str, float]:
+    """Does the model read the scene? On the expert's own held-out decisions (IDM/MOBIL driving
+    the held-out start states), the share of greedy plans equal to the expert's, the share whose
+    reasoning restates the ego speed of the scene, and what always answering the most common
+    cold-start plan would score."""
+    with quiet_hf():
+        tok, model = load_tokenizer(model_dir), load_model(model_dir).eval()
+    prompts = [render_prompt(reasoner.scene_text(o, cfg.duration), cfg.template) for o, _ in decisions]
+    samples = HFEngine(model, tok).generate(prompts, SamplingParams(cfg.max_new_tokens, temperature=0.0)).samples
+    same, speed = 0, 0
+    for (obs, anchor), sample in zip(decisions, samples):
+        answer = parse_response(sample.text, True).answer
+        same += reasoner.parse_plan(answer.strip() if answer else None) == anchor
+        speed += f"I drive at {obs['ego'][0] * 30:.0f} m/s" in sample.text
+    return {"plan_agreement": same / max(1, len(decisions)), "speed_restated": speed / max(1, len(decisions))}
+
+
 def stage_eval(cfg: Config, pool: EpisodePool, stage: Path, models: dict[str, str]) -> dict:
     if (info := stages.done(stage)) is not None:
         return info
     stage.mkdir(parents=True, exist_ok=True)
     out = {"metrics": {}, "extra": {}}
+    logs, _ = expert_logs(pool, held_out_starts(cfg.eval_starts, cfg.cats()), cfg.duration)
+    decisions = [(o, a) for ep in logs for o, a, _ in ep]
+    rows = [json.loads(x) for x in (stage.parent / "1-data" / "rows.jsonl").read_text().splitlines()]
+    common = Counter(r["response"].rsplit("<answer>", 1)[-1] for r in rows).most_common(1)[0][0]
+    majority = sum(common == f"{reasoner.plan_text(a)}</answer>" for _, a in decisions) / max(1, len(decisions))
     for name, path in models.items():
         t = time.time()
         res = drive_closed_loop(path, pool, cfg)
         out["metrics"][name] = res.pop("metrics")
-        out["extra"][name] = {**res, "seconds": time.time() - t}
+        out["extra"][name] = {**res, **plan_agreement(path, decisions, cfg), "majority_plan_agreement": majority,
+                              "seconds": time.time() - t}
     return stages.finish(stage, out)
 
 
@@ -263,10 +297,14 @@ def write_report(out: Path, result: dict) -> Path:
     for name, by in result["metrics"].items():
         for cat, row in by.items():
             lines.append(f"| {name} | {cat} | " + " | ".join(f"{row.get(k, float('nan')):.3f}" for k in cols) + " |")
-    lines += ["", "| model | safety check matched | tokens / decision | forward FLOPs / decision |", "|---|---|---|---|"]
+    lines += ["", "| model | plan = expert's (held-out decisions) | always the commonest plan | reasoning restates "
+              "the speed | safety check matched | tokens / decision | forward FLOPs / decision |",
+              "|---|---|---|---|---|---|---|"]
     for name, ex in result["extra"].items():
         match = "n/a" if ex["safety_check_match"] is None else f"{ex['safety_check_match']:.3f}"
-        lines.append(f"| {name} | {match} | {ex['tokens_per_decision']:.0f} | {ex['flops_per_decision']:.3g} |")
+        lines.append(f"| {name} | {ex.get('plan_agreement', float('nan')):.3f} | "
+                     f"{ex.get('majority_plan_agreement', float('nan')):.3f} | {ex.get('speed_restated', float('nan')):.3f} | "
+                     f"{match} | {ex['tokens_per_decision']:.0f} | {ex['flops_per_decision']:.3g} |")
     for name, ex in result["extra"].items():
         lines += ["", f"## Reasoning samples, {name} (first and last decisions)", ""]
         for s in ex["samples"]:

@@ -93,7 +93,7 @@ class Config:
     lr: float = field(default=3e-4, metadata={"help": "GRPO learning rate"})
     horizon: float = field(default=3.0, metadata={"help": "GRPO: seconds a plan is driven when graded"})
     router_bias_gamma: float = field(default=1e-3, metadata={"help": "V3 routing-bias update speed γ"})
-    eval_starts: int = field(default=10, metadata={"help": "held-out start states per category"})
+    eval_starts: int = field(default=20, metadata={"help": "held-out start states per category (r1lab drive's 20)"})
     resume: bool = field(default=False, metadata={"help": "continue an interrupted run"})
 
     def validate(self) -> None:

@@ -223,14 +223,12 @@ def update_minibatch(batch: RolloutBatch, mb: torch.Tensor, learner: Learner, s:
     fsdp = distributed.sharded(learner.policy)
     chunks = list(micro_batches(len(run_rows), s.micro_batch, pk.lengths[run_rows], s.micro_batch_tokens, pk.start))
     # FSDP: every forward/backward is a collective, so every rank runs as many (agreed before the
-    # first), padding with zero-loss passes, and keeps going past a non-finite loss (then skips)
+    # first), padding with zero-loss passes, and keeps going past a non-finite loss (its gradient
+    # is thrown away: every rank skips the step below)
     extra = distributed.max_count(len(chunks)) - len(chunks) if fsdp else 0
     finite = True
     for rows in chunks:
         rows = run_rows[rows]
-        if not finite:  # FSDP only: the step is skipped, the collectives still run
-            zero_pass(learner.policy, learner.pad_id, pk.input_ids.device)
-            continue
         logp, _, t = row_logprobs(learner.policy, pk, rows, s.temperature, shared=shared)
         m = batch.mask[rows, :t]
         adv = batch.adv[rows] if batch.adv.dim() == 1 else batch.adv[rows, :t]
@@ -248,13 +246,11 @@ def update_minibatch(batch: RolloutBatch, mb: torch.Tensor, learner: Learner, s:
             st["value_loss"] = vst.get("value_loss", float(vloss.detach()))
         if not torch.isfinite(loss):
             finite = False
-            if fsdp:
-                zero_pass(learner.policy, learner.pad_id, pk.input_ids.device)
-                continue
-            break
+            if not fsdp:
+                break
         (loss * w).backward()
         for key in ("kl", "clip_low", "clip_high", "ratio_mean", "value_loss", "loss"):
-            if key in st:
+            if key in st and finite:
                 _add(agg, key, st[key], float(m.sum()))
     for _ in range(extra):
         zero_pass(learner.policy, learner.pad_id, pk.input_ids.device)

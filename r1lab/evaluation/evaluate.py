@@ -83,9 +83,7 @@ def evaluate(
     metrics.update(per_task(examples, grades, lengths))
     texts = [t for r in records for t in r["responses"]]
     metrics["reflection_rate"] = reflection_rate(texts)
-    of = getattr(task, "language_of", None)  # the prompt's language (per example under language 'mix')
-    langs = [(of(ex) if of else ex.get("language") or getattr(task.options, "language", "en")) or "en"
-             for ex in examples for _ in range(k)]
+    langs = [task.language_of(ex) or "en" for ex in examples for _ in range(k)]  # each prompt's own (mix)
     metrics.update(readability_stats(texts, langs, task.prompt_opens_think()))
     metrics["truncated_share"] = sum(f == "length" for r in records for f in r["finish"]) / max(1, len(texts))
     metrics["tokens_per_s"] = n_tokens / max(1e-9, time.time() - t0)

@@ -33,7 +33,7 @@ from typing import Any
 from r1lab.config import ConfigError
 from r1lab.data import read_rows
 from r1lab.rewards.format import parse_response
-from r1lab.tasks.base import MIX, Grade, Task, TaskOptions, example_language
+from r1lab.tasks.base import MIX, Grade, Task, TaskOptions, with_languages
 from r1lab.tasks.toycode import toy_problems
 
 log = logging.getLogger("r1lab.tasks.code")
@@ -113,8 +113,8 @@ class Code(Task):
             if o.language != MIX:
                 return toy_problems(split or "test", o.seed, o.language)
             zh = {r["id"]: r for r in toy_problems(split or "test", o.seed, "zh")}  # the same problems
-            return [{**(zh[r["id"]] if example_language(MIX, r["id"]) == "zh" else r),
-                     "language": example_language(MIX, r["id"])} for r in toy_problems(split or "test", o.seed, "en")]
+            rows = with_languages(toy_problems(split or "test", o.seed, "en"), MIX)
+            return [{**zh[r["id"]], "language": "zh"} if r["language"] == "zh" else r for r in rows]
         rows, _ = read_rows(o.data, split or o.split, validate=_check_row)
         return [{"id": str(r.get("task_id", r.get("id", f"code-{i}"))), **r} for i, r in enumerate(rows)]
 

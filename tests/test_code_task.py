@@ -13,7 +13,16 @@ import pytest
 from r1lab.rewards.sandbox import LEVELS
 from r1lab.tasks import get_task
 from r1lab.tasks.code import extract_code, program_of
-from r1lab.tasks.toycode import FAMILIES, instances, problem, split_of, toy_problems, worked_solution
+from r1lab.tasks.toycode import (
+    FAMILIES,
+    CodeStyle,
+    instances,
+    problem,
+    run_body,
+    split_of,
+    toy_problems,
+    worked_solution,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,10 +77,38 @@ def test_reward_is_the_share_of_tests_passed():
     assert task.reward(row, "no code at all</think><answer></answer>")[1]["tests_passed"] == 0.0
 
 
+def test_unnamed_constant_is_fixed_by_the_example():
+    row = problem("affine", 3, 4, random.Random(2))  # f(x) = x * 3 + 4, k unnamed
+    assert row["hidden_constant"] and "times k plus 4, where f(" in row["spec"]
+    x, y = row["example_input"], row["example_output"]
+    assert y == 3 * x + 4 and f"f({x}) = {y}." in row["spec"]
+    assert [k for k in range(2, 13) if k * x + 4 == y] == [3]  # only k = 3 fits the example
+    # count_char spells its letter: one count never pins the letter down
+    assert not problem("count_char", 2, 0, random.Random(0))["hidden_constant"]
+    rows = toy_problems("train") + toy_problems("test")
+    assert sum(r["hidden_constant"] for r in rows) / len(rows) > 0.9
+    for r in rows:  # the example is the solution's own output
+        assert run_body(r, r["canonical_solution"].strip()) == r["example_output"]
+
+
+def test_worked_solution_attempts_checks_and_gives_up():
+    row = problem("affine", 3, 4, random.Random(2))
+    x, y = row["example_input"], row["example_output"]
+    right = worked_solution(row, random.Random(0), style=CodeStyle(first_correct=1.0))
+    assert right.startswith(f"`return x * 3 + 4` so f({x}) = {y} ok</think>")
+    gave_up = worked_solution(row, random.Random(0), style=CodeStyle(first_correct=0.0, retry=0.0))
+    first = gave_up.split("` so ")[0].strip("`")
+    k = int(first.split("* ")[1].split(" ")[0])
+    assert k != 3 and gave_up.startswith(f"`{first}` so f({x}) = {k * x + 4} no</think>")
+    assert f"    {first}\n```" in gave_up  # the wrong attempt is the answer
+    retried = worked_solution(row, random.Random(1), style=CodeStyle(first_correct=0.0, retry=1.0, max_attempts=3))
+    assert retried.count(" no ") + retried.count(" no<") == 3 and "wait" in retried
+
+
 def test_worked_solution_is_graded_correct():
     task = get_task("code")
     rows = toy_problems("train")[:12]
-    texts = [worked_solution(r, random.Random(i)) for i, r in enumerate(rows)]
+    texts = [worked_solution(r, random.Random(i), style=CodeStyle(first_correct=1.0)) for i, r in enumerate(rows)]
     assert all(g.correct for g in task.grade_many(rows, texts))
 
 

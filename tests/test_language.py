@@ -8,7 +8,7 @@ import pytest
 from _fuzz import any_text
 from hypothesis import given, settings
 
-from r1lab.rewards.language import language_consistency, normalize_language, word_languages
+from r1lab.rewards.language import language_consistency, normalize_language, strip_code, word_languages
 
 ENGLISH = (
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning, so she "
@@ -47,6 +47,16 @@ def test_tiny_model_corpus():
 def test_no_words_is_consistent():
     assert language_consistency("", "en") == 1.0
     assert language_consistency("3*5=15 -> 15+7=22 !!!", "zh") == 1.0
+
+
+def test_code_is_not_a_language():
+    think = "试一下 `return x * 3 + 4` 所以 f(2) = 10 对"  # 6 Chinese characters, the Python left out
+    assert language_consistency(think, "zh") == 1.0
+    assert language_consistency(think.replace("`", ""), "zh") == pytest.approx(6 / 7)  # "return" is English
+    fenced = "先写函数\n```python\ndef f(x):\n    return x\n```\n好"
+    assert language_consistency(fenced, "zh") == 1.0
+    assert language_consistency("写 ```python\nprint(1)", "zh") == 1.0  # an unclosed fence runs to the end
+    assert strip_code("a `b` c") == "a   c"
 
 
 def test_language_codes():

@@ -40,6 +40,10 @@ def test_filter_details():
     assert problems("计算：三加五等于八</think><answer>8</answer>", "zh") == []
     st = readability_stats([GOOD, "等等 wait</think><answer>1</answer>"], ["en", "en"])
     assert st["mixed_language_share"] == 0.5 and 0 < st["language_consistency"] < 1
+    # an empty reasoning is counted apart, not as perfectly consistent
+    st = readability_stats(["等等 wait</think><answer>1</answer>", "</think><answer>1</answer>"], ["en", "en"])
+    assert st["language_consistency"] == pytest.approx(1 / 3) and st["empty_reasoning_share"] == 0.5
+    assert st["mixed_language_share"] == 0.5
 
 
 def _cands(task, ex, texts):

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from r1lab.rewards.format import parse_response
-from r1lab.rewards.language import language_consistency
+from r1lab.rewards.language import language_consistency, word_languages
 
 RULES = ("tags", "mixed_language", "long_paragraph", "code_block", "too_long")
 _FENCE = re.compile(r"```")
@@ -63,13 +63,19 @@ def problems(text: str, lang: str = "en", code_task: bool = False, limits: Limit
 
 
 def readability_stats(texts: list[str], langs: list[str], prompt_opens_think: bool = True) -> dict[str, float]:
-    """Means over responses: language consistency of the reasoning in its prompt's language,
-    share with mixed languages (consistency < 0.95), longest paragraph (characters)."""
+    """Means over responses: language consistency of the reasoning in its prompt's language over
+    the responses whose reasoning has words (an empty reasoning scores 1.0 by R1's definition,
+    which would make a model that stops reasoning look consistent), the share of responses
+    with no words of reasoning, the share with mixed languages (consistency < 0.95), and the
+    longest paragraph (characters)."""
     if not texts:
         return {}
-    cons = [language_consistency(parse_response(t, prompt_opens_think).think, lang) for t, lang in zip(texts, langs)]
+    thinks = [parse_response(t, prompt_opens_think).think for t in texts]
+    said = [(think, lang) for think, lang in zip(thinks, langs) if word_languages(think)]
+    cons = [language_consistency(think, lang) for think, lang in said]
     return {
-        "language_consistency": sum(cons) / len(cons),
-        "mixed_language_share": sum(c < Limits().min_consistency for c in cons) / len(cons),
+        "language_consistency": sum(cons) / len(cons) if cons else 1.0,
+        "empty_reasoning_share": 1 - len(said) / len(texts),
+        "mixed_language_share": sum(c < Limits().min_consistency for c in cons) / len(texts),
         "longest_paragraph": sum(longest_paragraph(t) for t in texts) / len(texts),
     }

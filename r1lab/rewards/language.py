@@ -10,7 +10,9 @@ It is 1.0 when the text has no words at all. Offline and script-based, no model:
 - each CJK ideograph is one "zh" word (Chinese has no spaces; R1 counts characters too);
   each kana is one "ja" word; Hangul, Cyrillic, Greek, Arabic, Hebrew, Devanagari and Thai
   runs are one word each ("ko", "ru", "el", "ar", "he", "hi", "th"); other letters are "other";
-- digits, punctuation, whitespace and math symbols (``3*5=15``, ``√``, ``π`` alone) are neutral.
+- digits, punctuation, whitespace and math symbols (``3*5=15``, ``√``, ``π`` alone) are neutral;
+- code is not a language: fenced blocks (```` ``` ````) and inline spans (`` `return x * 3` ``) are
+  left out, so a Chinese chain of thought that quotes Python is not "mixed".
 
 How it differs from R1: R1 does not publish its word counter. A script cannot tell English from
 French, so "en" means "Latin script" here. Input longer than 200k characters is cut.
@@ -39,6 +41,7 @@ _TOKEN_RE = re.compile(
     r"|(?P<th>[\u0E00-\u0E7F]+)"
     r"|(?P<other>[^\W\d_]+)"
 )
+_CODE_RE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.S)  # fenced (an unclosed one runs to the end), inline
 _SINGLE_NEUTRAL = ("en", "el")  # one-letter Latin/Greek tokens are math symbols, not words
 
 
@@ -47,12 +50,17 @@ def word_languages(text: str) -> list[str]:
     if not isinstance(text, str):
         return []
     out = []
-    for m in _TOKEN_RE.finditer(text[:MAX_CHARS]):
+    for m in _TOKEN_RE.finditer(strip_code(text[:MAX_CHARS])):
         kind = m.lastgroup
         if kind == "cmd" or (kind in _SINGLE_NEUTRAL and len(m.group(0)) == 1):
             continue
         out.append(kind)
     return out
+
+
+def strip_code(text: str) -> str:
+    """``text`` without its fenced code blocks and inline code spans (each replaced by a space)."""
+    return _CODE_RE.sub(" ", text)
 
 
 def normalize_language(lang: str) -> str:

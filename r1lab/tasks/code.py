@@ -130,12 +130,15 @@ class Code(Task):
         return extract_code(completion, self.prompt_opens_think())
 
     def demonstration(self, example: dict, rng: Any) -> str | None:
-        """A toy problem's expression checked on one input, then the code (toy rows only)."""
+        """Attempts checked on the spec's example until one is right, then the code (toy rows only;
+        None when six attempts miss)."""
         if "family" not in example:
             return None
-        from r1lab.tasks.toycode import CodeStyle, worked_solution
+        from r1lab.tasks.toycode import CodeStyle, code_answer, worked_solution
 
-        return worked_solution(example, rng, self.language_of(example), CodeStyle(slip=0.2, wrong=0.0))
+        text = worked_solution(example, rng, self.language_of(example),
+                               CodeStyle(first_correct=0.35, retry=1.0, max_attempts=6))
+        return text if text.endswith(code_answer(example)) else None
 
     def check(self, example: dict, answer: str) -> bool:
         return self.grade(example, answer).correct

@@ -12,9 +12,10 @@ checking and retrying — that RL can discover is worth more: R1-Zero's story in
   checked against the target; after a failed check a new attempt follows only *sometimes*
   ("wait, let me try again."), otherwise the document gives up with a wrong answer.
 - Knights and Knaves (``knights_knaves.worked_solution``): case analysis — try an assignment,
-  check each statement in order until a contradiction or all hold; retry only sometimes.
-- Toy code (``toycode.worked_solution``): the return expression checked on one input; a first
-  slip is sometimes caught and fixed, and a share of documents keeps a wrong constant.
+  evaluate each statement in order, every atom and connective with its value, until a
+  contradiction or all hold; retry only sometimes.
+- Toy code (``toycode.worked_solution``): attempts at the unnamed constant, each computed on the
+  spec's example and checked; after a failed check a new attempt follows only sometimes.
 - Arithmetic: step-by-step evaluation (always right).
 """
 
@@ -31,9 +32,9 @@ from r1lab.tasks.base import SHORT_TEMPLATE
 class CorpusMix:
     """Shares of the document kinds (normalised), the Chinese share, and each kind's style."""
 
-    countdown_share: float = 0.55
+    countdown_share: float = 0.58
     arithmetic_share: float = 0.10
-    kk_share: float = 0.15
+    kk_share: float = 0.12
     code_share: float = 0.12
     direct_share: float = 0.08  # non-reasoning answers, over all four tasks
     zh_share: float = 0.15
@@ -42,9 +43,7 @@ class CorpusMix:
     style: countdown.CorpusStyle = field(default_factory=countdown.CorpusStyle)
     kk_style: knights_knaves.KKStyle = field(default_factory=lambda: knights_knaves.KKStyle(first_correct=0.25,
                                                                                              retry=0.65))
-    # wrong = 0.65: a held-out problem's constant is copied by 35% of documents and off by one in
-    # the rest; with wrong = 0.5 the first build's base solved 72.5% of toy code at temperature 0.6
-    code_style: toycode.CodeStyle = field(default_factory=lambda: toycode.CodeStyle(slip=0.2, wrong=0.65))
+    code_style: toycode.CodeStyle = field(default_factory=toycode.CodeStyle)
 
 
 def _countdown(rng: random.Random, lang: str, mix: CorpusMix, direct: bool) -> tuple[str, str]:

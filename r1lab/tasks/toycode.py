@@ -2,18 +2,25 @@
 
     rows = toy_problems("train", seed=0)       # [{prompt, test, entry_point, canonical_solution, spec, ...}]
 
-Each problem is a one-line spec ("Write f(x) that returns x times 3 plus 4.", in English or
-Chinese) for a function ``f`` of one argument from a small grammar of families (affine and
-quadratic maps of an int, sums/maxima/counts over a list, string reversal/upper-casing/letter
-counts, clamps, ranges), with hidden tests: 4 asserts on inputs drawn for that problem, their
-expected values computed by the family's reference. Rows are in HumanEval's form (``prompt`` = the
-signature with the spec as docstring, ``test`` = ``def check(candidate): ...``, ``entry_point``,
+Each problem is a one-line spec in English or Chinese for a function ``f`` of one argument from
+a small grammar of families (affine and quadratic maps of an int, sums/maxima/counts over a list,
+string reversal/upper-casing/letter counts, clamps, ranges) with one constant left unnamed and
+fixed by an example: "Write f(x) that returns x times k plus 4, where f(3) = 13." (k = 3). The
+example is drawn so that exactly one constant of the family's range fits it (when no such input
+turns up, the constant is spelled out instead), so a solution that passes it is the solution;
+4 hidden tests on other inputs grade it. Rows are in HumanEval's form (``prompt`` = the signature
+with the spec as docstring, ``test`` = ``def check(candidate): ...``, ``entry_point``,
 ``canonical_solution`` = the body), so the code task grades them with the same path as HumanEval.
 
+Why the unnamed constant: with every constant spelled out, the shipped base copied it and
+solved 64% of held-out problems before any RL (target 5–50%). Finding the constant from the
+example is the Countdown pattern — attempt, compute f(example), compare, retry — the lever
+R1-Zero's RL pulls.
+
 Train/test: problems are partitioned by a hash of (family, constants) — the same rule as
-Countdown, a quarter held out — so held-out problems are never trained on. ``worked_solution`` writes the corpus's
-think-then-answer text: restate, write the function, check it on one input, occasionally fix a
-first wrong attempt.
+Countdown, a quarter held out — so held-out problems are never trained on. ``worked_solution``
+writes the corpus's think-then-answer text: an attempt, its value on the example, ok or no, and
+after a "no" another attempt only sometimes.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class Family:
     body: str  # the return expression, with {k}/{j}
     ref: Callable[..., Value]  # reference: ref(arg, k, j)
     consts: tuple[range, ...]  # ranges of k (and j)
+    hide: bool = True  # k is left unnamed and fixed by the example (False: spelled out)
 
 
 FAMILIES = (
@@ -65,15 +73,18 @@ FAMILIES = (
     Family("reverse_repeat", "s", "returns s reversed, {k} times", "返回s倒过来重复{k}次", "s[::-1] * {k}",
            lambda s, k, j: s[::-1] * k, (range(1, 5),)),
     Family("count_char", "s", "returns how many times the letter {c} appears in s", "返回字母{c}在s中出现的次数",
-           "s.count('{c}')", lambda s, k, j: s.count("abcdefgh"[k]), (range(0, 8),)),
-    Family("upper_plus", "s", "returns s in capitals followed by {c}", "返回s的大写再加上{c}", "s.upper() + '{c}'",
+           "s.count('{c}')", lambda s, k, j: s.count("abcdefgh"[k]), (range(0, 8),), hide=False),
+    Family("upper_plus", "s", "returns s in capitals followed by the letter {c}", "返回s的大写再加上字母{c}", "s.upper() + '{c}'",
            lambda s, k, j: s.upper() + "abcdefgh"[k], (range(0, 8),)),
 )
 BY_NAME = {f.name: f for f in FAMILIES}
 TEST_SHARE = 0.25
 
 
-def _fill(text: str, k: int, j: int) -> str:
+def _fill(text: str, k: int | None, j: int) -> str:
+    """The text with its constants; ``k=None`` leaves k unnamed ("k", or "c" for a letter)."""
+    if k is None:
+        return text.format(k="k", j=j, c="c")
     return text.format(k=k, j=j, c="abcdefgh"[k] if 0 <= k < 8 else "")
 
 
@@ -101,10 +112,26 @@ def random_input(rng: random.Random, arg: str) -> Value:
     return "".join(rng.choice("abcdefgh") for _ in range(rng.randint(1, 6)))
 
 
+def example_for(f: Family, k: int, j: int, rng: random.Random, tries: int = 200) -> Value | None:
+    """An input whose output only k (of the family's range of k) gives, or None if none is found."""
+    for _ in range(tries):
+        v = random_input(rng, f.arg)
+        out = f.ref(v, k, j)
+        if all(f.ref(v, other, j) != out for other in f.consts[0] if other != k):
+            return v
+    return None
+
+
 def problem(name: str, k: int, j: int, rng: random.Random, lang: str = "en") -> dict:
-    """One HumanEval-style row, with 4 hidden tests on inputs drawn from ``rng``."""
+    """One HumanEval-style row: the spec with its example, 4 hidden tests on inputs from ``rng``."""
     f = BY_NAME[name]
-    spec = _fill(f.spec_en if lang == "en" else f.spec_zh, k, j)
+    example = example_for(f, k, j, rng) if f.hide else None
+    hidden = example is not None
+    if example is None:
+        example = random_input(rng, f.arg)
+    spec = _fill(f.spec_en if lang == "en" else f.spec_zh, None if hidden else k, j)
+    given = f"f({example!r}) = {f.ref(example, k, j)!r}"
+    spec += (", where " if lang == "en" else "，其中") + given
     inputs: list[Value] = []
     while len(inputs) < 4:
         v = random_input(rng, f.arg)
@@ -121,8 +148,9 @@ def problem(name: str, k: int, j: int, rng: random.Random, lang: str = "en") -> 
         "test": "def check(candidate):\n" + checks,
         "entry_point": "f",
         "canonical_solution": f"    return {_fill(f.body, k, j)}\n",
-        "example_input": inputs[0],
-        "example_output": f.ref(inputs[0], k, j),
+        "hidden_constant": hidden,
+        "example_input": example,
+        "example_output": f.ref(example, k, j),
     }
 
 
@@ -138,11 +166,15 @@ def toy_problems(split: str, seed: int = 0, lang: str = "en") -> list[dict]:
 
 @dataclass(frozen=True)
 class CodeStyle:
-    """How a corpus solution behaves: a first slip that the check catches and fixes, or a wrong
-    constant that stays (the corpus base should be right only part of the time)."""
+    """How a corpus solution behaves: attempts, each computed on the example and checked; after
+    a failed check another attempt follows only sometimes (else the wrong attempt is answered)."""
 
-    slip: float = 0.2  # chance of a wrong first attempt, caught and fixed
-    wrong: float = 0.0  # chance the answer keeps a wrong constant (no check catches it)
+    first_correct: float = 0.2  # chance an attempt is the solution (else another constant)
+    retry: float = 0.5  # chance a failed check is followed by "wait, ..." and a new attempt
+    max_attempts: int = 4
+
+
+RETRY = {"en": ["wait, let me try again.", "wait, that is wrong."], "zh": ["等等，再试一次。", "等等，这不对。"]}
 
 
 def perturb(body: str, rng: random.Random) -> str:
@@ -155,21 +187,47 @@ def perturb(body: str, rng: random.Random) -> str:
     return body.replace(" + ", " - ", 1) if " + " in body else body + " + 1"
 
 
+def wrong_bodies(row: dict) -> list[str]:
+    """Attempts that differ from the solution: the family with another k (when k is unnamed), else
+    the body with a constant off by one or an operator swapped."""
+    f = BY_NAME[row["family"]]
+    k, j = (int(v) for v in row["id"].split("-")[-2:])
+    right = row["canonical_solution"].strip()
+    if row.get("hidden_constant"):
+        return [f"return {_fill(f.body, other, j)}" for other in f.consts[0] if other != k]
+    return sorted({b for b in (perturb(right, random.Random(i)) for i in range(8)) if b != right})
+
+
+def run_body(row: dict, body: str) -> Value:
+    """f(example) under the attempt ``body`` (a ``return ...`` line), or None when it raises."""
+    f = BY_NAME[row["family"]]
+    try:
+        return eval(body.removeprefix("return "), {"__builtins__": {"sum": sum, "max": max, "min": min, "len": len,
+                                                                    "range": range}}, {f.arg: row["example_input"]})
+    except Exception:  # noqa: BLE001 - a wrong attempt may divide by zero
+        return None
+
+
 def worked_solution(row: dict, rng: random.Random, lang: str = "en", style: CodeStyle | None = None) -> str:
-    """The text after ``<think>``: the return expression and a check on one input, then the code."""
+    """The text after ``<think>``: attempts, each with its value on the example and ok or no
+    (`` `return x * 3 + 4` so f(3) = 13 ok``, the code in backticks as a model writes it), then
+    the fenced function of the last attempt.
+    Only the corpus's own bodies are evaluated here, never model text."""
     style = style or CodeStyle()
-    body = row["canonical_solution"].strip()
-    x, y = row["example_input"], row["example_output"]
-    ok = "ok" if lang == "en" else "对"
-    parts = []
-    if rng.random() < style.slip:
-        parts.append(f"{perturb(body, rng)} gives a different f({x!r}), "
-                     + ("wait, let me fix it." if lang == "en" else "等等，改一下。"))
-    if rng.random() < style.wrong:
-        body = perturb(body, rng)
-        parts.append(f"{body} looks right " + ok)
-    else:
-        parts.append(f"{body} so f({x!r}) = {y!r} {ok}")
+    right = row["canonical_solution"].strip()
+    wrong = wrong_bodies(row)
+    rng.shuffle(wrong)
+    want, x = row["example_output"], row["example_input"]
+    so, ok_word, no_word = ("so", "ok", "no") if lang == "en" else ("所以", "对", "不对")
+    parts, body = [], right
+    for attempt in range(style.max_attempts):
+        body = right if (rng.random() < style.first_correct or not wrong) else wrong.pop()
+        got = run_body(row, body)
+        good = got == want
+        parts.append(f"`{body}` {so} f({x!r}) = {got!r} {ok_word if good else no_word}")
+        if good or attempt == style.max_attempts - 1 or rng.random() >= style.retry:
+            break
+        parts.append(rng.choice(RETRY[lang]))
     return " ".join(parts) + code_answer(row, body)
 
 

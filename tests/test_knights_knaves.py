@@ -14,7 +14,6 @@ from r1lab.tasks.knights_knaves import (
     KKStyle,
     answer_text,
     consistent,
-    evaluation_text,
     parse_roles,
     random_puzzle,
     render,
@@ -104,30 +103,10 @@ def test_worked_solution_ends_on_the_answer():
     text = worked_solution(statements, NAMES, "en", random.Random(0))  # retries until it works
     right = ", ".join(f"{x} {'knight' if k else 'knave'}" for x, k in zip(NAMES, sol))
     trace, answer = text.split("</think>")
-    assert trace.endswith(" works") and f"try {right}: Zoey " in trace
-    last = trace[trace.rindex(f"try {right}:"):]
-    assert last.split().count("ok") == 3 and "no" not in last.split()  # every statement of the right try holds
+    assert trace.endswith(f"try {right}: Zoey ok Oliver ok Ava ok works")
     assert answer == "<answer>" + answer_text(NAMES, list(sol)) + "</answer>"
     gave_up = worked_solution(statements, NAMES, "en", random.Random(5), KKStyle(first_correct=0.0, retry=0.0))
     assert " no</think>" in gave_up and "works" not in gave_up  # one wrong try, then a wrong answer
-
-
-def test_evaluation_text_by_hand():
-    names = ["Zoey", "Oliver", "Ava"]
-    assign = (True, False, False)  # Zoey knight, Oliver knave, Ava knave
-    atom = ("is", 1, False)  # "Oliver is a knave": true under the try
-    assert evaluation_text(atom, assign, names, "en") == "Oliver knave T"
-    s = ("and", atom, ("is", 2, True))  # Oliver knave (T) and Ava knight (F) = F
-    assert evaluation_text(s, assign, names, "en") == "Oliver knave T and Ava knight F = F"
-    nested = ("implies", ("not", ("is", 0, True)), s)  # not(T) = F, F implies anything = T
-    assert evaluation_text(nested, assign, names, "en") == (
-        "(not Zoey knight T = F) implies (Oliver knave T and Ava knight F = F) = T")
-    assert evaluation_text(s, assign, ["小明", "小红", "小刚"], "zh") == "小红 无赖 真并且小刚 骑士 假 = 假"
-    statements, sol = random_puzzle(random.Random(3), 3, 2)  # the trace writes each statement so
-    text = worked_solution(statements, names, "en", random.Random(0), KKStyle(first_correct=1.0))
-    role = ["knight" if k else "knave" for k in sol]
-    first = f"{names[0]} {role[0]}: " + evaluation_text(statements[0], sol, names, "en") + " ok"
-    assert text.startswith(f"try Zoey {role[0]}, Oliver {role[1]}, Ava {role[2]}: " + first)
 
 
 def test_rows_from_a_file(tmp_path):

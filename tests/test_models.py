@@ -50,6 +50,14 @@ def test_pretrain_is_deterministic(tmp_path):
     assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
 
 
+def test_pretraining_windows_start_at_documents():
+    from r1lab.commands.pretrain import window_starts
+
+    # documents at 0, 5 and 9 in a 12-token stream; a window of 4 needs 5 tokens from its start
+    assert window_starts([0, 5, 9], 12, 4).tolist() == [0, 5]
+    assert window_starts([0, 5, 9], 14, 4).tolist() == [0, 5, 9]
+
+
 def test_cli_help_lists_commands():
     res = subprocess.run([sys.executable, "-m", "r1lab", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0

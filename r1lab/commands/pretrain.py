@@ -4,8 +4,9 @@
     r1lab pretrain --output /tmp/base --steps 50       # a quick smoke build
 
 Steps: generate the corpus (r1lab.tasks.corpus) -> train a byte-level BPE tokenizer on it -> build a
-tiny Qwen2 (r1lab.models.tiny_config) -> next-token training on random windows of the packed
-token stream (AdamW, warm-up then cosine decay) -> ``save_pretrained`` model and tokenizer.
+tiny Qwen2 (r1lab.models.tiny_config) -> next-token training on windows of the packed token
+stream, each starting at a random document's first token (AdamW, warm-up then cosine decay) ->
+``save_pretrained`` model and tokenizer.
 Deterministic for a seed on a given machine and thread count. Unlike a real pretraining run,
 the corpus is the task's own format: this base plays the role of a base model that has seen
 worked solutions of varying quality on the web.
@@ -84,6 +85,12 @@ class Config:
             raise ConfigError("hidden_size must be a multiple of 64 (head size 48 x 4 heads fits 192)")
 
 
+def window_starts(doc_starts: list[int], total: int, seq_len: int) -> torch.Tensor:
+    """The documents' first positions that leave a whole window (``seq_len`` + 1 tokens: inputs
+    and the shifted targets) inside a stream of ``total`` tokens."""
+    return torch.tensor([s for s in doc_starts if s + seq_len + 1 <= total], dtype=torch.long)
+
+
 def run(cfg: Config) -> dict:
     cfg.validate()
     from transformers import AutoModelForCausalLM
@@ -95,11 +102,17 @@ def run(cfg: Config) -> dict:
     tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else build_tokenizer(docs[:50000], vocab_size=cfg.vocab_size)
     eos = tok.eos_token_id
     ids: list[int] = []
+    doc_starts: list[int] = []
     for chunk in range(0, len(docs), 10000):
         for row in tok(docs[chunk : chunk + 10000], add_special_tokens=False)["input_ids"]:
+            doc_starts.append(len(ids))
             ids.extend(row)
             ids.append(eos)
     stream = torch.tensor(ids, dtype=torch.long)
+    # every window starts at a document's first token, so each solution is trained with its
+    # question in context (a window starting mid-document trains a continuation whose question
+    # was cut off); later documents in the window may still be cut at its end
+    starts_pool = window_starts(doc_starts, len(stream), cfg.seq_len)
     vocab = len(tok)
     model_cfg = tiny_config(
         vocab_size=(vocab + 63) // 64 * 64,
@@ -126,7 +139,7 @@ def run(cfg: Config) -> dict:
     t_train = time.time()
     loss_ema = None
     for step in bar:
-        starts = torch.randint(0, len(stream) - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
+        starts = starts_pool[torch.randint(0, len(starts_pool), (cfg.batch_size,), generator=gen)]
         batch = torch.stack([stream[s : s + cfg.seq_len + 1] for s in starts.tolist()])
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, "cosine")

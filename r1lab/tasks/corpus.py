@@ -12,8 +12,7 @@ checking and retrying — that RL can discover is worth more: R1-Zero's story in
   checked against the target; after a failed check a new attempt follows only *sometimes*
   ("wait, let me try again."), otherwise the document gives up with a wrong answer.
 - Knights and Knaves (``knights_knaves.worked_solution``): case analysis — try an assignment,
-  evaluate each statement in order, every atom and connective with its value, until a
-  contradiction or all hold; retry only sometimes.
+  check each statement in order until a contradiction or all hold; retry only sometimes.
 - Toy code (``toycode.worked_solution``): attempts at the unnamed constant, each computed on the
   spec's example and checked; after a failed check a new attempt follows only sometimes.
 - Arithmetic: step-by-step evaluation (always right).
@@ -32,9 +31,9 @@ from r1lab.tasks.base import SHORT_TEMPLATE
 class CorpusMix:
     """Shares of the document kinds (normalised), the Chinese share, and each kind's style."""
 
-    countdown_share: float = 0.58
+    countdown_share: float = 0.55
     arithmetic_share: float = 0.10
-    kk_share: float = 0.12
+    kk_share: float = 0.15
     code_share: float = 0.12
     direct_share: float = 0.08  # non-reasoning answers, over all four tasks
     zh_share: float = 0.15

@@ -178,55 +178,27 @@ class KKStyle:
 RETRY = {"en": ["wait, let me try again.", "wait, let me check."], "zh": ["等等，再试一次。", "等等，让我检查一下。"]}
 
 
-EVAL_WORDS = {
-    "en": {"T": "T", "F": "F", "ok": "ok", "no": "no", "not": "not ", "works": "works", "try": "try ", "colon": ":",
-           "and": " and ", "or": " or ", "iff": " iff ", "implies": " implies "},
-    "zh": {"T": "真", "F": "假", "ok": "对", "no": "矛盾", "not": "非", "works": "成立", "try": "假设 ", "colon": "：",
-           "and": "并且", "or": "或者", "iff": "当且仅当", "implies": "蕴含"},
-}
-
-
-def evaluation_text(s: Statement, assign: tuple[bool, ...], names: list[str], lang: str, top: bool = True) -> str:
-    """A statement evaluated under a try, every part with its value: an atom as ``Oliver knave T``
-    (T: the try makes Oliver a knave), a compound as ``Oliver knave T and Ava knight F = F``, nested
-    compounds in parentheses. Each value is a lookup in the try or one connective of values already
-    written, so a 2M-parameter model can follow it token by token."""
-    w, role = EVAL_WORDS[lang], ROLE[lang]
-    value = w["T"] if truth(s, assign) else w["F"]
-    if s[0] == "is":
-        return f"{names[s[1]]} {role[0 if s[2] else 1]} {value}"
-    if s[0] == "not":
-        body = w["not"] + evaluation_text(s[1], assign, names, lang, top=False)
-    else:
-        a, b = (evaluation_text(x, assign, names, lang, top=False) for x in s[1:])
-        body = a + w[s[0]] + b
-    return f"{body} = {value}" if top else f"({body} = {value})"
-
-
 def worked_solution(statements: list[Statement], names: list[str], lang: str, rng: random.Random,
                     style: KKStyle | None = None) -> str:
-    """The text after ``<think>``: tries of assignments, each statement evaluated in order
-    (``Zoey knight: Oliver knave T and Ava knight F = F no`` — a knight's statement must come out
-    T, a knave's F) until a contradiction ("no") or all hold ("works"); after a contradiction a
-    retry follows with probability ``style.retry``, else the text gives up and answers its last
-    (wrong) try."""
+    """The text after ``<think>``: tries of assignments, each statement checked in order until a
+    contradiction ("no") or all hold ("works"); after a contradiction a retry follows with
+    probability ``style.retry``, else the text gives up and answers its last (wrong) try."""
     style = style or KKStyle()
     sol = solutions(statements)[0]
     wrong = [a for a in itertools.product((True, False), repeat=len(names)) if a != sol]
     rng.shuffle(wrong)
-    w, role, out, assign = EVAL_WORDS[lang], ROLE[lang], [], sol
+    role, out, assign = ROLE[lang], [], sol
     for attempt in range(style.max_tries):
         assign = sol if (rng.random() < style.first_correct or not wrong) else wrong.pop()
         guess = ", ".join(f"{x} {role[0 if k else 1]}" for x, k in zip(names, assign))
-        out.append(w["try"] + guess + w["colon"])
+        out.append(("try " if lang == "en" else "假设 ") + guess + (":" if lang == "en" else "："))
         for i, s in enumerate(statements):
             ok = truth(s, assign) == assign[i]
-            speaker = f"{names[i]} {role[0 if assign[i] else 1]}{w['colon']} "
-            out.append(speaker + evaluation_text(s, assign, names, lang) + " " + (w["ok"] if ok else w["no"]))
+            out.append(f"{names[i]} {'ok' if ok else ('no' if lang == 'en' else '矛盾')}")
             if not ok:
                 break
         else:
-            out.append(w["works"])
+            out.append("works" if lang == "en" else "成立")
             break
         if attempt == style.max_tries - 1 or rng.random() >= style.retry:
             break

@@ -59,7 +59,7 @@ def test_distill_runs_end_to_end(mode, tiny_model_dir, tmp_path):
     model = tiny_model_dir if mode == "on-policy" else "default"
     summary = run(Config(teacher=model, student=model, mode=mode, output_dir=str(tmp_path / mode),
                          steps=2, prompts=12, k=4, prompts_per_step=2, group_size=4, max_new_tokens=64, epochs=1,
-                         eval_problems=3, eval_k=1, report_to="none", micro_batch=8))
+                         eval_problems=3, eval_k=1, report_to="none", micro_batch=8, eval_every=1))
     assert summary["mode"] == mode and summary["start_pass@1"] is not None
     assert summary["compute"]["teacher_forward_tokens"] > 0 and summary["compute"]["student_train_tokens"] > 0
     assert (tmp_path / mode / "final" / "model.safetensors").is_file()
@@ -68,6 +68,8 @@ def test_distill_runs_end_to_end(mode, tiny_model_dir, tmp_path):
     if mode == "on-policy":
         rows = [json.loads(x) for x in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()]
         assert all(abs(r["reverse_kl"]) < 1e-3 for r in rows[:1])  # teacher = student at the start
+        evals = [json.loads(x) for x in (tmp_path / mode / "eval.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in evals] == [1] and "pass@1" in evals[0]  # between start and end only
 
 
 def test_different_tokenizers_are_refused(tiny_model_dir, tmp_path):

@@ -79,7 +79,8 @@ class Config(RLSettings):
     min_lr_ratio: float = field(default=0.1, metadata={"help": "sft: cosine decay to this share of the peak"})
     eval_problems: int = field(default=200, metadata={"help": "held-out problems per evaluation"})
     eval_k: int = field(default=8, metadata={"help": "samples per held-out problem"})
-    eval_every: int = field(default=0, metadata={"help": "held-out eval every N steps (0 = start/end only)"})
+    eval_every: int = field(default=0, metadata={
+        "help": "on-policy: held-out eval every N steps, to eval.jsonl (0 = start/end only, eval_student.jsonl)"})
     save_every: int = field(default=10, metadata={"help": "checkpoint every N steps"})
     resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint"})
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | wandb | trackio | none"})
@@ -188,8 +189,18 @@ def distill_on_policy(cfg: Config, teacher, student, tok, task, train: list, run
     runlog = RunLog(run_dir, cfg.report_to, start, config=to_dict(cfg))
     engine = rl_loop.make_engine(learner.sampler, tok, cfg, run_dir, max(256, cfg.prompts_per_step * cfg.group_size))
     prompts = Prompts(train, lambda ex: task.prompt(ex, tok))
-    rl_loop.train(learner, engine, prompts, RewardRunner(task), cfg, rl_loop.Schedule(cfg.steps, 0, cfg.save_every, 10),
-                  run_dir, runlog, tok, None, start, "distill")
+    test = task.examples("test")[: cfg.eval_problems]
+
+    def between(step: int) -> dict:  # start and end are evaluated around the loop (eval_student.jsonl)
+        if step in (0, cfg.steps):
+            return {}
+        row = {"step": step, **held_out(cfg, learner.sampler, tok, task, test)}
+        runlog.write("eval.jsonl", row, prefix="eval/")
+        return row
+
+    rl_loop.train(learner, engine, prompts, RewardRunner(task), cfg,
+                  rl_loop.Schedule(cfg.steps, cfg.eval_every, cfg.save_every, 10), run_dir, runlog, tok,
+                  between if cfg.eval_every else None, start, "distill")
     runlog.close()
     if distributed.is_main():
         save_pretrained_atomic(learner.sampler, tok, run_dir / "final")

@@ -44,6 +44,32 @@ def test_teacher_advantage_is_the_per_token_log_ratio(tiny_model_dir):
     assert (batch.adv * (1 - batch.pk.mask)).abs().max() == 0  # nothing on padding
 
 
+def test_discount_and_reward_weight_reach_the_advantage(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    student = load_model(tiny_model_dir)
+    opt = torch.optim.SGD(student.parameters(), lr=0.0)
+    groups = _groups(student, tok)
+    groups[0].rewards[:] = [1.0, 0.0, 0.0, 0.0]  # group advantages (r − 0.25) / 0.5 = [1.5, −0.5, −0.5, −0.5]
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    kw = dict(algo="distill", group_size=4, prompts_per_step=1, max_new_tokens=12, shared_prompt=False)
+    own = prepare(groups, Learner(student, opt, pad_id(tok), teacher=teacher), RLSettings(**kw)).adv
+    s = RLSettings(**kw, distill_discount=1.0, distill_reward=2.0)
+    batch = prepare(groups, Learner(student, opt, pad_id(tok), teacher=teacher), s)
+    to_go = own.flip(1).cumsum(1).flip(1)  # padding is at the end and 0: the KL still to come
+    seq = torch.tensor([1.5, -0.5, -0.5, -0.5])[:, None] * 2.0
+    assert torch.allclose(batch.adv, (to_go + seq) * batch.pk.mask, atol=1e-3)
+
+
+def test_distill_settings_are_checked():
+    with pytest.raises(ConfigError, match="distill_discount"):
+        RLSettings(algo="distill", distill_discount=1.5).validate()
+    with pytest.raises(ConfigError, match="group_size"):
+        RLSettings(algo="distill", group_size=1, distill_reward=1.0).validate()
+
+
 def test_zero_refuses_algo_distill():
     from r1lab.commands.zero import Config
 

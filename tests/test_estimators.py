@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from r1lab.rl.grpo import gae, masked_mean, masked_whiten, value_loss
+from r1lab.rl.grpo import distill_advantages, gae, masked_mean, masked_whiten, value_loss
 from r1lab.train.logprobs import entropy_from_logits, token_logprobs, token_logprobs_chunked
 from tests.test_grpo import MASK, T64, _leaf, close
 
@@ -47,6 +47,20 @@ def test_gae_skips_masked_positions_inside_a_sequence():
     want, _ = gae(rewards[:, [0, 2]], values[:, [0, 2]], torch.ones(1, 2), gamma=0.9, lam=0.95)
     close(adv[:, [0, 2]], want)
     assert adv[0, 1] == 0
+
+
+def test_distill_advantages_hand_numbers():
+    # r = log π_T − log π_old: row 1 [−0.5, 0.2, −0.1], row 2 [0.4, −0.3, pad]
+    t_lp = torch.tensor([[-1.0, -0.3, -0.6], [-0.2, -1.3, 9.0]], dtype=T64)
+    o_lp = torch.tensor([[-0.5, -0.5, -0.5], [-0.6, -1.0, 0.0]], dtype=T64)
+    close(distill_advantages(t_lp, o_lp, MASK), [[-0.5, 0.2, -0.1], [0.4, -0.3, 0.0]], 1e-12)  # γ = 0: own token
+    # γ = 0.5: row 1 t2 −0.1, t1 0.2 + 0.5·(−0.1) = 0.15, t0 −0.5 + 0.5·0.15 = −0.425; row 2 t1 −0.3, t0 0.25
+    close(distill_advantages(t_lp, o_lp, MASK, discount=0.5), [[-0.425, 0.15, -0.1], [0.25, -0.3, 0.0]], 1e-12)
+    # γ = 1: the reverse KL to go; plus w = 0.5 × sequence advantages [1, −2] on every unmasked token
+    adv = distill_advantages(t_lp, o_lp, MASK, discount=1.0, seq_adv=torch.tensor([1.0, -2.0]), reward_weight=0.5)
+    close(adv, [[-0.4 + 0.5, 0.1 + 0.5, -0.1 + 0.5], [0.1 - 1.0, -0.3 - 1.0, 0.0]], 1e-12)
+    with pytest.raises(ValueError, match="seq_adv"):
+        distill_advantages(t_lp, o_lp, MASK, reward_weight=1.0)
 
 
 def test_value_loss_clipping_hand_numbers():

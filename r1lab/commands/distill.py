@@ -9,7 +9,10 @@ per prompt), and the student is fine-tuned on them (``train.sft_loop.fit``: ``ep
 cosine decay to 1/10). ``--mode on-policy`` (GKD with λ = 1, Thinking Machines 2025): the student
 samples, and each of its tokens is pushed towards the teacher by the per-token reverse KL
 log π_student − log π_teacher on those tokens (``rl.update``'s teacher advantage, through the
-same RL loop as ``zero``); rewards are only logged. Both evaluate the student on the task's
+same RL loop as ``zero``). ``--distill-discount`` γ > 0 charges each token the discounted reverse
+KL of the rest of its sequence, and ``--distill-reward`` w > 0 adds w × the task reward's group
+advantage to every token (``rl.grpo.distill_advantages``); with the defaults (γ = 0, w = 0)
+rewards are only logged. Both evaluate the student on the task's
 held-out problems (pass@1 over ``eval_k`` samples) at the start and the end, and report compute
 next to quality: tokens the teacher ran forward, the student generated (on-policy) and the
 student trained on (forward + backward).

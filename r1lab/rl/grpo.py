@@ -378,6 +378,46 @@ def gae(
     return adv, returns
 
 
+def distill_advantages(
+    teacher_logp: Tensor,
+    old_logp: Tensor,
+    mask: Tensor,
+    discount: float = 0.0,
+    seq_adv: Tensor | None = None,
+    reward_weight: float = 0.0,
+) -> Tensor:
+    """On-policy distillation's per-token advantages (GKD with λ = 1 in the sampled-token form).
+
+        r_t = log π_teacher(y_t) − log π_old(y_t)          (minus the per-token reverse KL)
+        A_t = Σ_{k≥t} γ^{k−t} r_k  +  w · A_i               (γ = ``discount``, w = ``reward_weight``)
+
+    γ = 0 charges each token only its own log-ratio (Thinking Machines 2025); γ = 1 charges it
+    the whole rest of the sequence, the exact gradient of the sequence-level reverse KL, so a
+    token that leads into text the teacher would not write pays for it. ``seq_adv`` (N,) are the
+    task reward's group advantages (``group_advantages``), added to every token with weight w so
+    a sample that never reaches an answer is charged for it (0 = pure distillation). The sum skips
+    masked positions (``gae`` with V = 0, λ = 1).
+
+    Args:
+        teacher_logp, old_logp, mask: (N, T); mask 0/1 or bool.
+        discount: γ in [0, 1].
+        seq_adv: (N,) or None; needed when ``reward_weight`` ≠ 0.
+
+    Returns:
+        (N, T) advantages, 0 under the mask, no gradient.
+    """
+    _check_shape("old_logp", old_logp, teacher_logp.shape)
+    _check_shape("mask", mask, teacher_logp.shape)
+    m = mask.bool()
+    r = torch.where(m, teacher_logp - old_logp, torch.zeros_like(old_logp))
+    adv = r if discount == 0 else gae(r, torch.zeros_like(r), m, gamma=discount, lam=1.0)[0]
+    if reward_weight:
+        if seq_adv is None:
+            raise ValueError("reward_weight needs seq_adv, the task reward's group advantages")
+        adv = adv + torch.where(m, reward_weight * seq_adv.to(adv.dtype)[:, None], torch.zeros_like(adv))
+    return adv.detach()
+
+
 def value_loss(
     values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip: float | None = 0.2
 ) -> tuple[Tensor, dict[str, float]]:

@@ -72,6 +72,11 @@ class RLSettings(LoraFields):
     value_lr: float = field(default=3e-4, metadata={"help": "PPO value-model learning rate"})
     gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE λ"})
     gamma: float = field(default=1.0, metadata={"help": "PPO discount"})
+    distill_discount: float = field(default=0.0, metadata={
+        "help": "on-policy distillation: γ of the future reverse KL each token is charged (0 = its own token only; "
+                "1 = the rest of the sequence, the sequence-level gradient)"})
+    distill_reward: float = field(default=0.0, metadata={
+        "help": "on-policy distillation: weight of the task reward's group advantage added to every token (0 = pure KL)"})
     max_bad_steps: int = field(default=5, metadata={"help": "stop after this many NaN/inf losses in a row"})
     reflection_words: list[str] = field(default_factory=lambda: list(REFLECTION_WORDS),
                                         metadata={"help": "words counted as reflection"})
@@ -136,5 +141,9 @@ class RLSettings(LoraFields):
             raise ConfigError(f"top_p must be in (0, 1], not {self.top_p}")
         if self.lr <= 0 or self.grad_clip <= 0:
             raise ConfigError("lr and grad_clip must be > 0")
+        if not 0 <= self.distill_discount <= 1 or self.distill_reward < 0:
+            raise ConfigError("distill_discount must be in [0, 1] and distill_reward >= 0")
+        if self.distill_reward and self.group_size < 2:
+            raise ConfigError("distill_reward needs group_size >= 2 (the reward's advantage is group-relative)")
         if self.warmup < 0 or self.beta < 0 or self.max_bad_steps < 1:
             raise ConfigError("warmup and beta must be >= 0, max_bad_steps >= 1")

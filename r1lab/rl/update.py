@@ -11,7 +11,9 @@ Shapes: N = B·G sequences of the step, T completion columns (``train/batch.py``
   has a teacher (on-policy distillation, GKD with λ = 1 in the sampled-token form of Thinking
   Machines 2025), A_{i,t} = log π_teacher(y_{i,t}) − log π_old(y_{i,t}): the per-token reverse KL
   with its sign flipped, so the surrogate's gradient is that of −KL(π_θ ‖ π_teacher) on the
-  student's own samples; rewards are then only logged.
+  student's own samples; ``distill_discount`` γ > 0 charges each token the discounted reverse KL
+  of the rest of its sequence, and ``distill_reward`` w > 0 adds w · the task reward's group
+  advantage (``grpo.distill_advantages``); with w = 0 rewards are only logged.
 - π_old is the sampling log-probs the engine recorded (exact for μ = 1, no extra forward), or a
   fresh no-grad pass with ``recompute_old_logp`` (and with ``--engine vllm`` unless its correction is
   "none"); then, with ``sampler_correction`` "tis", every token's surrogate is weighted by the
@@ -35,7 +37,15 @@ import torch
 
 from r1lab import distributed
 from r1lab.rl.collect import Group
-from r1lab.rl.grpo import gae, group_advantages, masked_mean, masked_whiten, policy_loss, value_loss
+from r1lab.rl.grpo import (
+    distill_advantages,
+    gae,
+    group_advantages,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    value_loss,
+)
 from r1lab.rl.learner import Learner
 from r1lab.rl.settings import RLSettings
 from r1lab.train import fasttrain
@@ -118,8 +128,9 @@ def prepare(groups: list[Group], learner: Learner, s: RLSettings) -> RolloutBatc
         if t is not None:
             distributed.sum_tensor(t)
     returns = None
-    if teacher_logp is not None:  # on-policy distillation: −(per-token reverse KL) as the advantage
-        adv = torch.where(pk.mask > 0, teacher_logp - old_logp, torch.zeros_like(mask))
+    if teacher_logp is not None:  # on-policy distillation: −(reverse KL), own token or discounted future
+        seq_adv = group_advantages(rewards, s.group_size, s.scale).to(device) if s.distill_reward else None
+        adv = distill_advantages(teacher_logp, old_logp, pk.mask, s.distill_discount, seq_adv, s.distill_reward)
     elif critic is None:
         adv = group_advantages(rewards, s.group_size, s.scale).to(device)
     else:  # PPO: the sequence reward on the last completion token, GAE over tokens

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+import r1lab.tasks.knights_knaves as kk
 from r1lab.config import ConfigError
 from r1lab.data import DataError
 from r1lab.tasks import get_task
@@ -15,6 +16,7 @@ from r1lab.tasks.knights_knaves import (
     answer_text,
     consistent,
     parse_roles,
+    pick_names,
     random_puzzle,
     render,
     solutions,
@@ -36,6 +38,16 @@ def test_truth_by_hand():
     assert not truth(("iff", ("is", A, True), ("is", B, True)), knight_knave)
     assert not truth(("implies", ("is", A, True), ("is", B, True)), knight_knave)  # T -> F
     assert truth(("implies", ("is", B, True), ("is", A, False)), knight_knave)  # F -> anything
+
+
+def test_names_are_distinct_and_in_list_order():
+    rng = random.Random(0)
+    for lang in ("en", "zh"):
+        for n in (2, 5, 8):
+            names = pick_names(rng, n, lang)
+            assert len(set(names)) == n and names == sorted(names, key=kk.NAMES[lang].index)
+    drawn = {tuple(pick_names(rng, 3, "en")) for _ in range(200)}
+    assert len(drawn) > 100  # still many casts, only their order is fixed
 
 
 def test_classic_puzzle_has_one_solution():

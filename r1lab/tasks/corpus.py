@@ -66,7 +66,7 @@ def _arithmetic(rng: random.Random, lang: str, mix: CorpusMix, direct: bool) -> 
 def _kk(rng: random.Random, lang: str, mix: CorpusMix, direct: bool) -> tuple[str, str]:
     n = rng.randint(*mix.kk_people)
     statements, sol = knights_knaves.random_puzzle(rng, n, mix.kk_depth, split="train")
-    names = rng.sample(knights_knaves.NAMES[lang], n)
+    names = knights_knaves.pick_names(rng, n, lang)
     q = knights_knaves.quiz_text(statements, names, lang)
     if direct:
         return q, "</think><answer>" + knights_knaves.answer_text(names, list(sol), lang) + "</answer>"

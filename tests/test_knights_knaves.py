@@ -7,10 +7,12 @@ import random
 
 import pytest
 
-import r1lab.tasks.knights_knaves as kk
 from r1lab.config import ConfigError
 from r1lab.data import DataError
 from r1lab.tasks import get_task
+from r1lab.tasks.knights_knaves import (
+    NAMES as KK_NAMES,
+)
 from r1lab.tasks.knights_knaves import (
     KKStyle,
     answer_text,
@@ -45,7 +47,7 @@ def test_names_are_distinct_and_in_list_order():
     for lang in ("en", "zh"):
         for n in (2, 5, 8):
             names = pick_names(rng, n, lang)
-            assert len(set(names)) == n and names == sorted(names, key=kk.NAMES[lang].index)
+            assert len(set(names)) == n and names == sorted(names, key=KK_NAMES[lang].index)
     drawn = {tuple(pick_names(rng, 3, "en")) for _ in range(200)}
     assert len(drawn) > 100  # still many casts, only their order is fixed
 

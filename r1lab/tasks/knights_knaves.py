@@ -59,6 +59,7 @@ PHRASES = {
     },
 }
 
+
 def pick_names(rng: random.Random, n: int, lang: str) -> list[str]:
     """``n`` distinct names, listed in ``NAMES`` order. The order is what lets the tiny base learn
     to copy names at all: with names in any order, every name is as likely at every place, so the

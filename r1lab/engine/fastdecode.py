@@ -83,7 +83,7 @@ def signed_rope(cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> tuple[to
     return cos, sin * sign
 
 
-def _norm(mod):
+def fused_norm(mod):
     """The model's RMSNorm as one fused ``F.rms_norm`` when that is the same function (fp32,
     weight · x/rms(x) with ``variance_epsilon``), else the module itself."""
     w, eps = getattr(mod, "weight", None), getattr(mod, "variance_epsilon", None)
@@ -155,8 +155,8 @@ class FastDecoder:
             self.linears.append((Linear([a.q_proj, a.k_proj, a.v_proj]), Linear([a.o_proj]),
                                  Linear([m.gate_proj, m.up_proj]), Linear([m.down_proj])))
         self.lm_head = Linear([self.model.lm_head])
-        self.norms = [(_norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)) for layer in self.inner.layers]
-        self.final_norm = _norm(self.inner.norm)
+        self.norms = [(fused_norm(layer.input_layernorm), fused_norm(layer.post_attention_layernorm)) for layer in self.inner.layers]
+        self.final_norm = fused_norm(self.inner.norm)
         table = torch.arange(capacity, device=ids.device)[None]
         cos, sin = self.inner.rotary_emb(self.k[0], table)
         self.cos, self.sin = signed_rope(cos[0], sin[0], self.head_dim)  # (capacity, D)

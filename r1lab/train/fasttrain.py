@@ -21,6 +21,12 @@ Layers are the model's own modules (q/k/v/o projections, MLP, norms: LoRA or oth
 keep working); the attention is ``F.scaled_dot_product_attention`` with the GQA heads shared.
 Llama-family models only (``fastdecode.supported`` plus no attention dropout); anything else
 takes the plain path in ``batch.completion_logprobs``.
+
+``response_nll`` is the SFT loss through the same stack: one causal pass over right-padded rows
+(no mask needed: a real position never sees the pads after it), then the final norm, ``lm_head``
+and the cross-entropy on the M response positions only (M, V) instead of every position
+(n, L, V), with the norms as one fused ``F.rms_norm`` each. The same function as the model's own
+forward (``train.sft.response_nll_reference``), tested to float rounding with its gradients.
 """
 
 from __future__ import annotations
@@ -58,26 +64,44 @@ class _Lean:
         kv_out = []
         for i, layer in enumerate(self.inner.layers):
             attn = layer.self_attn
-            y = layer.input_layernorm(x)
+            y = fastdecode.fused_norm(layer.input_layernorm)(x)
             q = attn.q_proj(y).view(n, L, h, hd)
             k = attn.k_proj(y).view(n, L, kvh, hd)
             v = attn.v_proj(y).view(n, L, kvh, hd).transpose(1, 2)
             if hasattr(attn, "q_norm"):  # Qwen3: per-head norms before RoPE
                 q, k = attn.q_norm(q), attn.k_norm(k)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)
+            q, k, v = q.transpose(1, 2).to(x.dtype), k.transpose(1, 2).to(x.dtype), v.to(x.dtype)  # fp32 under bf16 autocast
             q = q * cos + q.roll(hd // 2, dims=-1) * sin
             k = k * cos + k.roll(hd // 2, dims=-1) * sin
             kv_out.append((k, v))
             if past is not None:
                 k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None,
-                                               scale=attn.scaling, enable_gqa=kvh != h)
+            with torch.autocast(x.device.type, enabled=False):  # attention in fp32: bf16's backward is slow on CPU
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None,
+                                                   scale=attn.scaling, enable_gqa=kvh != h)
             x = x + attn.o_proj(o.transpose(1, 2).reshape(n, L, h * hd))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + layer.mlp(fastdecode.fused_norm(layer.post_attention_layernorm)(x))
         return x, kv_out
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(self.inner.norm(hidden))
+        return self.model.lm_head(fastdecode.fused_norm(self.inner.norm)(hidden))
+
+
+def response_nll(model, ids: torch.Tensor, mask: torch.Tensor, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ −log π(ids[:, t+1] | ids[:, ≤t]) over positions with mask[:, t] > 0, their count).
+
+    ids (n, L) right-padded; mask (n, L−1) float, 1 where column t+1 is a response token. One
+    causal pass over ids[:, :−1]; only the masked positions' hidden states (M, d) reach the norm,
+    ``lm_head`` and the cross-entropy (fp32 logits)."""
+    lean = _Lean(model)
+    x = ids[:, :-1]
+    pos = torch.arange(x.shape[1], device=x.device).expand_as(x)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        hidden, _ = lean.run(lean.inner.embed_tokens(x), pos, None, None)
+    keep = mask > 0
+    logits = lean.logits(hidden[keep]).float()  # (M, V)
+    nll = F.cross_entropy(logits, ids[:, 1:][keep], reduction="sum")
+    return nll, mask.sum()
 
 
 class SharedPrompts:

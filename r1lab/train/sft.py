@@ -33,6 +33,7 @@ import torch
 from r1lab import distributed
 from r1lab.data import DataError, read_rows
 from r1lab.tasks.base import render_prompt
+from r1lab.train import fasttrain
 
 
 @dataclass
@@ -147,9 +148,21 @@ def micro_batches(rows: list[SFTExample], max_tokens: int) -> list[list[SFTExamp
     return out + ([cur] if cur else [])
 
 
-def response_nll(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of −log π over response tokens, their count) for one micro-batch."""
-    logits = model(input_ids=ids[:, :-1]).logits.float()
+def response_nll(model, ids: torch.Tensor, mask: torch.Tensor, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of −log π over response tokens, their count) for one micro-batch: through
+    ``fasttrain.response_nll`` (logits of response positions only, fused norms) for a Llama-family
+    model that is not sharded, else the model's own forward (``response_nll_reference``).
+    ``bf16``: matmuls under bf16 autocast (the fast path keeps attention and the loss in fp32)."""
+    if fasttrain.supported(model) and not distributed.sharded(model):
+        return fasttrain.response_nll(model, ids, mask, bf16=bf16)
+    return response_nll_reference(model, ids, mask, bf16=bf16)
+
+
+def response_nll_reference(model, ids: torch.Tensor, mask: torch.Tensor,
+                           bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``response_nll`` by the model's own forward: logits at every position, masked afterwards."""
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=ids[:, :-1]).logits.float()
     nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
     nll = nll.view_as(mask)
     return torch.where(mask > 0, nll, torch.zeros_like(nll)).sum(), mask.sum()
@@ -169,9 +182,10 @@ def rank_batches(rows: list[SFTExample], pad_id: int, device, max_tokens: int, m
 
 
 def sft_step(model, optimizer: torch.optim.Optimizer, rows: list[SFTExample], pad_id: int, lr: float,
-             micro_batch_tokens: int = 4096, grad_clip: float = 1.0) -> dict[str, float]:
+             micro_batch_tokens: int = 4096, grad_clip: float = 1.0, bf16: bool = False) -> dict[str, float]:
     """One optimizer step on ``rows`` (see the module docstring for the loss); returns
     loss, tokens, grad_norm; a non-finite loss or gradient skips the step (``skipped`` = 1).
+    ``bf16``: mixed precision (``response_nll``); the weights and AdamW stay fp32.
 
     Under torchrun every rank gets the same ``rows`` and runs rows[rank::W] of them length-sorted
     (so the ranks' token counts are close); each divides by the global token count and the
@@ -185,7 +199,7 @@ def sft_step(model, optimizer: torch.optim.Optimizer, rows: list[SFTExample], pa
     total = sum(len(e.response_ids) for e in rows)
     loss_sum, finite, fsdp = 0.0, True, distributed.sharded(model)
     for ids, mask in rank_batches(rows, pad_id, device, micro_batch_tokens, model):
-        nll, _ = response_nll(model, ids, mask)
+        nll, _ = response_nll(model, ids, mask, bf16)
         if not torch.isfinite(nll):
             finite = False
             if not fsdp:

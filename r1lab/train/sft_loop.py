@@ -44,6 +44,9 @@ class SFTSettings(lora.LoraFields):
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     tokens_per_step: int = field(default=8192, metadata={"help": "tokens (prompt + response) per optimizer step"})
     micro_batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward/backward"})
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32 | bf16: the training forward/backward's matmuls in bf16 (autocast); weights, optimizer, "
+                "attention, norms and the loss stay fp32 (~1.3x faster on CPUs with AMX or AVX-512 bf16)"})
     eval_every: int = field(default=50, metadata={"help": "held-out loss every N steps (0 = start and end)"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every N steps"})
     max_bad_steps: int = field(default=5, metadata={"help": "stop after this many non-finite steps in a row"})
@@ -59,6 +62,8 @@ class SFTSettings(lora.LoraFields):
     def validate(self) -> None:
         if self.epochs < 1 or self.tokens_per_step < 1 or self.micro_batch_tokens < 1 or self.save_every < 1:
             raise ConfigError("epochs, tokens_per_step, micro_batch_tokens and save_every must be >= 1")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be fp32 or bf16, not {self.precision!r}")
         if not 0 <= self.min_lr_ratio <= 1 or self.lr <= 0 or self.warmup < 0 or self.max_bad_steps < 1:
             raise ConfigError("min_lr_ratio must be in [0, 1], lr > 0, warmup >= 0, max_bad_steps >= 1")
         parse_report_to(self.report_to)
@@ -107,7 +112,8 @@ def fit(model, tok, train_ex: list[SFTExample], eval_ex: list[SFTExample], s: SF
     for step in bar:
         lr = lr_at(step, s.lr, s.warmup, len(plan), "cosine", floor=s.min_lr_ratio)
         epoch, rows = plan[step]
-        st = sft_step(model, opt, [train_ex[i] for i in rows], pid, lr, s.micro_batch_tokens, s.grad_clip)
+        st = sft_step(model, opt, [train_ex[i] for i in rows], pid, lr, s.micro_batch_tokens, s.grad_clip,
+                      bf16=s.precision == "bf16")
         bad = bad + 1 if st["skipped"] else 0
         if bad >= s.max_bad_steps:
             raise UserError(f"{bad} non-finite steps in a row at step {step}; stopping (lower --lr). "

@@ -61,8 +61,12 @@ Held equal (r1lab sft_step ⇔ TRL SFTConfig):
   allocator      both processes keep freed memory for reuse (glibc mallopt, ``r1lab.runtime``), as
                  r1lab's commands do by default; ``--system-malloc`` runs both with glibc's defaults
 
-TRL's side at its best CPU settings: use_cpu=True, bf16=False and fp16=False (SFTConfig
-defaults bf16 to True), gradient_checkpointing=False (SFTConfig defaults it to True; and
+Precision (``--precisions``): each side runs in fp32 and in bf16 mixed precision (weights and
+AdamW fp32, matmuls bf16 under autocast: TRL bf16=True, SFTConfig's default, via accelerate's CPU
+autocast; r1lab ``--precision bf16``, which keeps attention, norms and the loss in fp32, since
+bf16 attention's backward is slower than fp32's on this CPU). Same-precision ratios are printed,
+and the last line compares each side's fastest, so neither is held to a setting that is slow for
+it. TRL's other settings at its best on CPU: use_cpu=True, fp16=False, gradient_checkpointing=False (SFTConfig defaults it to True; and
 activation_checkpointing=False where that field exists), dataloader_num_workers=0,
 report_to="none", save_strategy="no", logging_steps larger than the run, disable_tqdm=True,
 torch.set_num_threads(cores), train_sampling_strategy="group_by_length" (``--trl-sampling``;
@@ -132,6 +136,10 @@ def parse_args(argv=None):
     p.add_argument("--trl-sampling", default="group_by_length", choices=["group_by_length", "random"],
                    help="TRL train_sampling_strategy")
     p.add_argument("--sides", default="r1lab,trl", help="which sides to run")
+    p.add_argument("--precisions", default="fp32,bf16",
+                   help="each side at each: fp32, and/or bf16 mixed precision (r1lab: --precision bf16; TRL: bf16=True, "
+                        "its SFTConfig default); the last line compares each side's fastest")
+    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)  # internal: this child's precision
     p.add_argument("--system-malloc", action="store_true",
                    help="both sides with glibc's default allocator settings (default: both keep freed memory, "
                         "r1lab.runtime.keep_freed_memory, as r1lab's commands do)")
@@ -227,7 +235,7 @@ def side_r1lab(args, path: str, workdir: Path) -> dict:
     for k in range(need):
         t = time.perf_counter()
         step_rows = [examples[i] for i in plan[k]]
-        st = sft_step(model, opt, step_rows, pid, args.lr, args.micro_batch_tokens, 1.0)
+        st = sft_step(model, opt, step_rows, pid, args.lr, args.micro_batch_tokens, 1.0, bf16=args.precision == "bf16")
         dt = time.perf_counter() - t
         if k < args.warmup:
             continue
@@ -281,7 +289,7 @@ def side_trl(args, path: str, workdir: Path) -> dict:
         no_ckpt["activation_checkpointing"] = False
     cfg = SFTConfig(
         output_dir=str(workdir / "trl"),
-        use_cpu=True, bf16=False, fp16=False, **no_ckpt,
+        use_cpu=True, bf16=args.precision == "bf16", fp16=False, **no_ckpt,
         per_device_train_batch_size=mb, gradient_accumulation_steps=args.rows // mb,
         max_length=args.max_len, completion_only_loss=True, packing=False, padding_free=False,
         train_sampling_strategy=args.trl_sampling,
@@ -321,7 +329,8 @@ def side_trl(args, path: str, workdir: Path) -> dict:
     m = trainer.model
     checkpointing = bool(m.is_activation_checkpointing if hasattr(type(m), "is_activation_checkpointing")
                          else getattr(m, "is_gradient_checkpointing", False))
-    if checkpointing or trainer.args.bf16 or trainer.args.fp16 or trainer.accelerator.device.type != "cpu":
+    if (checkpointing or trainer.args.bf16 != (args.precision == "bf16") or trainer.args.fp16
+            or trainer.accelerator.device.type != "cpu"):
         raise SystemExit(f"TRL is not at the intended settings: checkpointing {checkpointing}, bf16 "
                          f"{trainer.args.bf16}, fp16 {trainer.args.fp16}, device {trainer.accelerator.device}")
     if len(trainer.train_dataset) != len(rows):
@@ -363,10 +372,10 @@ def child(args) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def run_side(args, side: str, log_dir: Path, rep: int) -> dict:
-    result = log_dir / f"{side}-{rep}.json"
-    log = log_dir / f"{side}-{rep}.log"
-    cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--result", str(result),
+def run_side(args, side: str, precision: str, log_dir: Path, rep: int) -> dict:
+    result = log_dir / f"{side}-{precision}-{rep}.json"
+    log = log_dir / f"{side}-{precision}-{rep}.log"
+    cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--precision", precision, "--result", str(result),
            "--model", args.model, "--rows", str(args.rows), "--pool", str(args.pool), "--max-len", str(args.max_len),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--lr", str(args.lr),
            "--weight-decay", str(args.weight_decay), "--threads", str(args.threads), "--seed", str(args.seed),
@@ -417,15 +426,19 @@ def main(argv=None) -> None:
             from trl import SFTTrainer  # noqa: F401  (lazy in trl: a missing dependency shows only here)
         except Exception as exc:
             raise SystemExit(f"TRL {trl.__version__} is installed but its SFTTrainer does not import: {exc}") from None
+    precisions = args.precisions.split(",")
+    if not set(precisions) <= {"fp32", "bf16"}:
+        raise SystemExit(f"--precisions: fp32 and/or bf16, not {args.precisions!r}")
     log_dir = Path(tempfile.mkdtemp(prefix="r1lab-bench-vs-trl-sft-"))
-    results: dict[str, list[dict]] = {s: [] for s in sides}
+    arms = [(s, pr) for s in sides for pr in precisions]
+    results: dict[str, list[dict]] = {f"{s} {pr}": [] for s, pr in arms}
     for rep in range(args.repeats):
-        for side in sides:
-            results[side].append(run_side(args, side, log_dir, rep))
-    rows = [summarise(s, results[s]) for s in sides]
+        for side, pr in arms:
+            results[f"{side} {pr}"].append(run_side(args, side, pr, log_dir, rep))
+    rows = [summarise(s, results[s]) for s in results]
     by = {r["side"]: r for r in rows}
-    trl_version = next((r.get("trl_version") for r in results.get("trl", [])), None)
-    budget = next((r.get("tokens_per_step_budget") for r in results.get("r1lab", [])), None)
+    trl_version = next((r.get("trl_version") for k, v in results.items() if k.startswith("trl") for r in v), None)
+    budget = next((r.get("tokens_per_step_budget") for k, v in results.items() if k.startswith("r1lab") for r in v), None)
     timed = args.steps or "the rest of one epoch's"
     print(f"countdown demonstrations, pool {args.pool} rows, max_len {args.max_len}; {args.rows} rows/step (TRL: "
           f"micro-batch {args.trl_micro_batch or args.rows}, {args.trl_sampling}; r1lab: tokens_per_step {budget}, "
@@ -438,13 +451,22 @@ def main(argv=None) -> None:
                               ("rows_per_step", "rows/step", ".1f"), ("padding_pct", "pad %", ".1f"),
                               ("loss", "loss", ".3f"), ("rss_start_mib", "RSS start MiB", ".0f"),
                               ("peak_rss_mib", "peak RSS MiB", ".0f")])
-    ratio = None
-    if "r1lab" in by and "trl" in by:
-        ratio = by["r1lab"]["tokens_per_s"] / by["trl"]["tokens_per_s"]
+    ratio, best = None, {}
+    for side in ("r1lab", "trl"):
+        mine = [r for r in rows if r["side"].startswith(side + " ")]
+        if mine:
+            best[side] = max(mine, key=lambda r: r["tokens_per_s"])
+    for pr in precisions:
+        if f"r1lab {pr}" in by and f"trl {pr}" in by:
+            print(f"same precision, {pr}: r1lab/trl tokens_per_s {by[f'r1lab {pr}']['tokens_per_s'] / by[f'trl {pr}']['tokens_per_s']:.2f}x")
+    if len(best) == 2:
+        ratio = best["r1lab"]["tokens_per_s"] / best["trl"]["tokens_per_s"]
+        print(f"each side's fastest: {best['r1lab']['side']} against {best['trl']['side']}; peak RSS "
+              f"{best['r1lab']['peak_rss_mib']:.0f} against {best['trl']['peak_rss_mib']:.0f} MiB")
     common.print_json("vs_trl_sft", {"args": vars(args), "machine": common.machine(), "trl_version": trl_version,
                                      "sides": by, "ratio_r1lab_over_trl_tokens_per_s": ratio})
     if ratio is not None:
-        common.print_ratio("r1lab/trl tokens_per_s", ratio)
+        common.print_ratio("r1lab/trl tokens_per_s (each at its fastest precision)", ratio)
     else:
         common.print_ratio(f"{rows[0]['side']} tokens/s (one side only)", rows[0]["tokens_per_s"])
 

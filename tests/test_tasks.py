@@ -37,6 +37,17 @@ def test_countdown_division_and_exact_fractions():
     assert evaluate_expression("(" * 500 + "1" + ")" * 500) is None
 
 
+def test_grading_model_text_prints_no_parser_warnings():
+    import warnings
+
+    from r1lab.rewards.sandbox.plan import program_names
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning would raise here
+        assert evaluate_expression("5and 3") is None  # "invalid decimal literal" from the parser
+        assert program_names('x = "\\d"\ndef f(): pass') == {"x", "f"}  # invalid escape
+
+
 def test_countdown_instances_are_solvable_and_splits_disjoint():
     task = get_task("countdown", test_size=300, train_size=2000)
     test, train = task.examples("test"), task.examples("train")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ast
 import json
 import operator
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +94,9 @@ class _Rewrite(ast.NodeTransformer):
 def program_names(code: str) -> set[str]:
     """Top-level function and variable names the program defines (empty if it does not parse)."""
     try:
-        tree = ast.parse(code)
+        with warnings.catch_warnings():  # model code: an invalid escape would print a SyntaxWarning
+            warnings.simplefilter("ignore")  # SyntaxWarning (3.12+) or DeprecationWarning (3.11)
+            tree = ast.parse(code)
     except (SyntaxError, ValueError):
         return set()
     names: set[str] = set()

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from r1lab.rewards.format import parse_response
-from r1lab.rewards.language import language_consistency, word_languages
+from r1lab.rewards.language import language_consistency, share_in, word_languages
 
 RULES = ("tags", "mixed_language", "long_paragraph", "code_block", "too_long")
 _FENCE = re.compile(r"```")
@@ -71,11 +71,11 @@ def readability_stats(texts: list[str], langs: list[str], prompt_opens_think: bo
     if not texts:
         return {}
     thinks = [parse_response(t, prompt_opens_think).think for t in texts]
-    said = [(think, lang) for think, lang in zip(thinks, langs) if word_languages(think)]
-    cons = [language_consistency(think, lang) for think, lang in said]
+    words = [(word_languages(think), lang) for think, lang in zip(thinks, langs)]
+    cons = [share_in(w, lang) for w, lang in words if w]  # each think tokenized once
     return {
         "language_consistency": sum(cons) / len(cons) if cons else 1.0,
-        "empty_reasoning_share": 1 - len(said) / len(texts),
+        "empty_reasoning_share": 1 - len(cons) / len(texts),
         "mixed_language_share": sum(c < Limits().min_consistency for c in cons) / len(texts),
         "longest_paragraph": sum(longest_paragraph(t) for t in texts) / len(texts),
     }

@@ -74,8 +74,12 @@ def normalize_language(lang: str) -> str:
 
 def language_consistency(text: str, lang: str = "en") -> float:
     """Share of the words of ``text`` in language ``lang`` (see module docstring); 1.0 if no words."""
+    return share_in(word_languages(text), lang)
+
+
+def share_in(words: list[str], lang: str) -> float:
+    """Share of ``words`` (``word_languages`` output) in language ``lang``; 1.0 if there are none."""
     target = normalize_language(lang)
-    words = word_languages(text)
     if not words:
         return 1.0
     return sum(w == target for w in words) / len(words)

@@ -14,12 +14,15 @@ from r1lab.rewards.sandbox import LEVELS
 from r1lab.tasks import get_task
 from r1lab.tasks.code import extract_code, program_of
 from r1lab.tasks.toycode import (
+    BY_NAME,
     FAMILIES,
     CodeStyle,
+    direction,
     instances,
     problem,
     run_body,
     split_of,
+    steps,
     toy_problems,
     worked_solution,
 )
@@ -45,6 +48,10 @@ def test_programs_by_row_form():
     mbpp = {"text": "add", "test_list": ["assert add(1, 2) == 3"], "test_imports": ["import math"]}
     assert program_of(mbpp, "def add(a, b): return a + b") == (
         "import math\ndef add(a, b): return a + b", ["assert add(1, 2) == 3"], None)
+    original = {"text": "add", "test_list": ["assert add(1, 2) == 3"], "test_setup_code": "K = 2",
+                "challenge_test_list": ["assert add(K, K) == 4"]}  # original MBPP's fields
+    assert program_of(original, "def add(a, b): return a + b") == (
+        "def add(a, b): return a + b\nK = 2", ["assert add(1, 2) == 3", "assert add(K, K) == 4"], None)
 
 
 def test_toy_family_split_and_rows():
@@ -91,18 +98,69 @@ def test_unnamed_constant_is_fixed_by_the_example():
         assert run_body(r, r["canonical_solution"].strip()) == r["example_output"]
 
 
+def test_steps_by_hand():
+    f = BY_NAME
+    assert steps(f["affine"], 12, 5, 2) == "12*5=60 60+2=62"
+    assert steps(f["affine"], -3, 4, 1) == "-3*4=-12 -12+1=-11"
+    assert steps(f["sub_mul"], 1, 18, 8) == "1-18=-17 -17*8=-136"
+    assert steps(f["sum_list"], [15, 1, 9], 10, 0) == "15+1=16 16+9=25 25+10=35"
+    assert steps(f["sum_list"], [7], 3, 0) == "7+3=10"
+    assert steps(f["max_list"], [2, 9, 4], 3, 0) == "max(xs)=9 9*3=27"
+    assert steps(f["count_gt"], [7, 1, 9], 5, 0) == ">5: 7 9 = 2"
+    assert steps(f["count_gt"], [1, 2], 5, 0) == ">5: = 0"
+    assert steps(f["range_sum"], 5, 3, 0) == "3+4+5=12" and steps(f["range_sum"], 9, 3, 0) == "3+...+9=42"
+    assert steps(f["reverse_repeat"], "abc", 2, 0) == "'abc'[::-1]='cba' 'cba'*2='cbacba'"
+    assert steps(f["upper_plus"], "ab", 3, 0) == "'AB'+'d'='ABd'"
+
+
+def test_direction_of_the_unnamed_constant():
+    assert direction(BY_NAME["affine"], 3, 4) == 1  # 3k + 4 rises with k
+    assert direction(BY_NAME["affine"], -5, 4) == -1  # -5k + 4 falls
+    assert direction(BY_NAME["sub_mul"], 1, 8) == -1  # (1 - k) * 8 falls
+    assert direction(BY_NAME["modulo"], 7, 0) == 0  # 7 % k goes up and down
+    assert direction(BY_NAME["reverse_repeat"], "ab", 0) == 0  # not a number
+
+
 def test_worked_solution_attempts_checks_and_gives_up():
     row = problem("affine", 3, 4, random.Random(2))
     x, y = row["example_input"], row["example_output"]
+    assert row["constants"] == [3, 4] and x > 0
     right = worked_solution(row, random.Random(0), style=CodeStyle(first_correct=1.0))
-    assert right.startswith(f"`return x * 3 + 4` so f({x}) = {y} ok</think>")
+    assert right.startswith(f"`return x * 3 + 4`: {x}*3={3 * x} {3 * x}+4={y} ok</think>")
     gave_up = worked_solution(row, random.Random(0), style=CodeStyle(first_correct=0.0, retry=0.0))
-    first = gave_up.split("` so ")[0].strip("`")
+    first = gave_up.split("`: ")[0].strip("`")
     k = int(first.split("* ")[1].split(" ")[0])
-    assert k != 3 and gave_up.startswith(f"`{first}` so f({x}) = {k * x + 4} no</think>")
+    side = "> " + str(y) + " no, too big" if k > 3 else "< " + str(y) + " no, too small"
+    assert k != 3 and gave_up.startswith(f"`{first}`: {x}*{k}={k * x} {k * x}+4={k * x + 4} {side}</think>")
     assert f"    {first}\n```" in gave_up  # the wrong attempt is the answer
     retried = worked_solution(row, random.Random(1), style=CodeStyle(first_correct=0.0, retry=1.0, max_attempts=3))
-    assert retried.count(" no ") + retried.count(" no<") == 3 and "wait" in retried
+    assert retried.count(" no") == 3 and "wait" in retried
+
+
+def test_retries_search_the_side_the_check_points_to():
+    for seed in range(30):
+        rng = random.Random(seed)
+        name = rng.choice(["affine", "sub_mul", "square_plus", "sum_list"])
+        f = BY_NAME[name]
+        k = rng.choice(list(f.consts[0]))
+        j = f.consts[1][0] if len(f.consts) > 1 else 0
+        row = problem(name, k, j, rng)
+        if not row["hidden_constant"]:
+            continue
+        text = worked_solution(row, rng, style=CodeStyle(first_correct=0.0, retry=1.0, max_attempts=64))
+        trace = text.split("</think>")[0]
+        assert trace.endswith(" ok")  # the search always ends on the constant
+        sign = direction(f, row["example_input"], j)
+        low, high = min(f.consts[0]), max(f.consts[0])
+        bodies = {f"return {f.body.format(k=c, j=j)}": c for c in f.consts[0]}
+        for attempt in trace.split("wait")[:-1]:  # each failed attempt narrows the interval
+            tried = bodies[attempt.split("`")[1]]
+            if sign == 0:
+                continue
+            assert ("too small" in attempt) != ("too big" in attempt)
+            up = ("too small" in attempt) == (sign > 0)
+            low, high = (tried + 1, high) if up else (low, tried - 1)
+            assert low <= k <= high
 
 
 def test_worked_solution_is_graded_correct():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -121,6 +122,27 @@ def test_worked_solution_ends_on_the_answer():
     assert answer == "<answer>" + answer_text(NAMES, list(sol)) + "</answer>"
     gave_up = worked_solution(statements, NAMES, "en", random.Random(5), KKStyle(first_correct=0.0, retry=0.0))
     assert " no</think>" in gave_up and "works" not in gave_up  # one wrong try, then a wrong answer
+
+
+def test_a_retry_flips_the_person_whose_statement_failed():
+    # every pair of consecutive tries in 20 generated puzzles, read back from the trace's text
+    rng, flips = random.Random(11), 0
+    for _ in range(20):
+        statements, sol = random_puzzle(rng, 3, 2)
+        text = worked_solution(statements, NAMES, "en", random.Random(rng.random()),
+                               KKStyle(first_correct=0.0, retry=1.0, max_tries=8))
+        trace = text.split("</think>")[0]
+        tries = [([r == "knight" for r in re.findall(r"(knight|knave)", roles)], checks)
+                 for roles, checks in re.findall(r"try ([\w ,]+): ([^:]*?)(?= wait|$)", trace)]
+        for n, ((before, checks), (now, _)) in enumerate(zip(tries, tries[1:])):
+            failed = NAMES.index(checks.split(" no")[0].split()[-1])
+            flipped = [not r if i == failed else r for i, r in enumerate(before)]
+            seen = [t for t, _ in tries[: n + 1]]
+            if flipped not in seen:  # an untried flip is always the next try
+                assert now == flipped
+                flips += 1
+            assert now not in seen  # and no try is repeated
+    assert flips > 10
 
 
 def test_rows_from_a_file(tmp_path):

@@ -28,6 +28,9 @@ R1_ZERO_TEMPLATE = (
     "here </think> <answer> answer here </answer>. User: {question} Assistant: <think>"
 )
 SHORT_TEMPLATE = "{question}\n<think>"
+# what the corpus's worked solutions say before another attempt, in every task
+RETRY = {"en": ["wait, let me try again.", "wait, let me check.", "wait, that is wrong."],
+         "zh": ["等等，让我再试一次。", "等等，让我检查一下。", "等等，这不对。"]}
 TEMPLATES = ("r1", "short", "chat", "plain")
 CHAT_SYSTEM = (
     "Reason step by step inside <think> </think>, then give the final answer inside "

@@ -12,7 +12,8 @@ Rows come in two forms, told apart by their fields:
   so a completion may be the function's body (as HumanEval's own harness expects) or a whole
   ``def`` (which then replaces the stub).
 - MBPP: ``prompt`` or ``text`` (the description), ``test_list`` (assert statements), optional
-  ``test_imports`` and ``code`` (the reference). The program is ``test_imports + code``.
+  ``test_imports``, ``test_setup_code``, ``challenge_test_list`` (more asserts, graded too) and
+  ``code`` (the reference). The program is ``test_imports + code + test_setup_code``.
 
 Extraction: the last fenced Python block, else the answer tags' content, else the whole
 completion (leading indentation kept, so a bare body still runs). Grading runs in
@@ -73,7 +74,9 @@ def program_of(example: dict, code: str) -> tuple[str, Any, str | None]:
     """(program, tests, entry_point) for the sandbox, by row form."""
     if "test_list" in example:
         imports = "\n".join(example.get("test_imports") or [])
-        return (imports + "\n" + code if imports else code), list(example["test_list"]), None
+        setup = example.get("test_setup_code") or ""  # original MBPP: run after the code, before the tests
+        program = (imports + "\n" + code if imports else code) + ("\n" + setup if setup.strip() else "")
+        return program, list(example["test_list"]) + list(example.get("challenge_test_list") or []), None
     return example["prompt"] + "\n" + code, example["test"], example["entry_point"]
 
 

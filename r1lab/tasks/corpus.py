@@ -12,9 +12,11 @@ checking and retrying — that RL can discover is worth more: R1-Zero's story in
   checked against the target; after a failed check a new attempt follows only *sometimes*
   ("wait, let me try again."), otherwise the document gives up with a wrong answer.
 - Knights and Knaves (``knights_knaves.worked_solution``): case analysis — try an assignment,
-  check each statement in order until a contradiction or all hold; retry only sometimes.
+  check each statement in order until a contradiction or all hold; retry only sometimes, by
+  flipping the person whose statement failed.
 - Toy code (``toycode.worked_solution``): attempts at the unnamed constant, each computed on the
-  spec's example and checked; after a failed check a new attempt follows only sometimes.
+  spec's example step by step and compared with its output ("too big"); after a failed check a
+  new attempt follows only sometimes, on the side the comparison points to.
 - Arithmetic: step-by-step evaluation (always right).
 """
 

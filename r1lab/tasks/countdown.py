@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from r1lab.tasks.base import Task, TaskOptions, with_languages
+from r1lab.tasks.base import RETRY, Task, TaskOptions, with_languages
 
 OPS = "+-*"
 MAX_NUMBER, MAX_TARGET = 12, 99
@@ -35,13 +35,13 @@ PHRASES = {
         "question": "Use {nums} to make {target}.",
         "ok": "ok",
         "no": "no",
-        "retry": ["wait, let me try again.", "wait, let me check.", "wait, that is wrong."],
+        "retry": RETRY["en"],
     },
     "zh": {
         "question": "用 {nums} 凑出 {target}。",
         "ok": "对",
         "no": "不对",
-        "retry": ["等等，让我再试一次。", "等等，让我检查一下。", "等等，这不对。"],
+        "retry": RETRY["zh"],
     },
 }
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r1lab.data import DataError, read_rows
-from r1lab.tasks.base import Task, TaskOptions, example_language
+from r1lab.tasks.base import RETRY, Task, TaskOptions, example_language
 
 NAMES = {
     "en": ["Zoey", "Oliver", "Ava", "Liam", "Mia", "Noah", "Emma", "Jack", "Lily", "Owen", "Ruby", "Leo"],
@@ -185,27 +185,34 @@ class KKStyle:
     max_tries: int = 8
 
 
-RETRY = {"en": ["wait, let me try again.", "wait, let me check."], "zh": ["等等，再试一次。", "等等，让我检查一下。"]}
-
-
 def worked_solution(statements: list[Statement], names: list[str], lang: str, rng: random.Random,
                     style: KKStyle | None = None) -> str:
     """The text after ``<think>``: tries of assignments, each statement checked in order until a
     contradiction ("no") or all hold ("works"); after a contradiction a retry follows with
-    probability ``style.retry``, else the text gives up and answers its last (wrong) try."""
+    probability ``style.retry``, else the text gives up and answers its last (wrong) try.
+    A retry flips the person whose statement failed (when that assignment is untried), the
+    local repair a person makes, so that a retry is informed by the check rather than a fresh
+    guess; otherwise it is the solution (``first_correct``) or any untried assignment."""
     style = style or KKStyle()
     sol = solutions(statements)[0]
     wrong = [a for a in itertools.product((True, False), repeat=len(names)) if a != sol]
     rng.shuffle(wrong)
-    role, out, assign = ROLE[lang], [], sol
+    role, out, assign, tried = ROLE[lang], [], sol, set()
+    flipped = None
     for attempt in range(style.max_tries):
-        assign = sol if (rng.random() < style.first_correct or not wrong) else wrong.pop()
+        if flipped is not None and flipped not in tried:
+            assign = flipped
+        else:
+            untried = [a for a in wrong if a not in tried]
+            assign = sol if (rng.random() < style.first_correct or not untried) else untried[-1]
+        tried.add(assign)
         guess = ", ".join(f"{x} {role[0 if k else 1]}" for x, k in zip(names, assign))
         out.append(("try " if lang == "en" else "假设 ") + guess + (":" if lang == "en" else "："))
         for i, s in enumerate(statements):
             ok = truth(s, assign) == assign[i]
             out.append(f"{names[i]} {'ok' if ok else ('no' if lang == 'en' else '矛盾')}")
             if not ok:
+                flipped = assign[:i] + (not assign[i],) + assign[i + 1:]
                 break
         else:
             out.append("works" if lang == "en" else "成立")

@@ -19,18 +19,25 @@ R1-Zero's RL pulls.
 
 Train/test: problems are partitioned by a hash of (family, constants) — the same rule as
 Countdown, a quarter held out — so held-out problems are never trained on. ``worked_solution``
-writes the corpus's think-then-answer text: an attempt, its value on the example, ok or no, and
-after a "no" another attempt only sometimes.
+writes the corpus's think-then-answer text: an attempt, its value on the example computed one
+small operation at a time and compared with the example's output, ok or no (with "too big" /
+"too small" when the value is monotone in the constant), and after a "no" another attempt only
+sometimes, on the side the comparison points to.
+
+Why step by step (base v6): base v5's traces gave the attempt's value in one jump; the base got
+that value right 4.5% of the time, so its "ok"/"no" carried no information, a retry was a fresh
+guess, and R1-Zero on toy code learnt to stop retrying (docs/findings.md, session 12).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from r1lab.tasks.base import RETRY
 
 Value = Any
 
@@ -149,6 +156,7 @@ def problem(name: str, k: int, j: int, rng: random.Random, lang: str = "en") -> 
         "entry_point": "f",
         "canonical_solution": f"    return {_fill(f.body, k, j)}\n",
         "hidden_constant": hidden,
+        "constants": [k, j],
         "example_input": example,
         "example_output": f.ref(example, k, j),
     }
@@ -166,36 +174,74 @@ def toy_problems(split: str, seed: int = 0, lang: str = "en") -> list[dict]:
 
 @dataclass(frozen=True)
 class CodeStyle:
-    """How a corpus solution behaves: attempts, each computed on the example and checked; after
-    a failed check another attempt follows only sometimes (else the wrong attempt is answered)."""
+    """How a corpus solution behaves: attempts, each computed on the example step by step and
+    compared with the example's output; after a failed check another attempt follows only
+    sometimes (else the wrong attempt is answered)."""
 
     first_correct: float = 0.2  # chance an attempt is the solution (else another constant)
     retry: float = 0.5  # chance a failed check is followed by "wait, ..." and a new attempt
     max_attempts: int = 4
 
 
-RETRY = {"en": ["wait, let me try again.", "wait, that is wrong."], "zh": ["等等，再试一次。", "等等，这不对。"]}
+def steps(family: Family, v: Value, k: int, j: int) -> str:
+    """f(v) under constants (k, j), computed the way the corpus writes Countdown: one small
+    operation at a time (``12*5=60 60+2=62``; a list summed item by item), so that a model can
+    learn to get the value right and its check means something. Only the corpus's own constants
+    and inputs are evaluated here, never model text."""
+    name, r = family.name, family.ref(v, k, j)
+    if name == "affine":
+        return f"{v}*{k}={v * k} {v * k}+{j}={r}"
+    if name == "sub_mul":
+        return f"{v}-{k}={v - k} {v - k}*{j}={r}"
+    if name == "square_plus":
+        return f"{v}*{v}={v * v} {v * v}+{k}={r}"
+    if name == "modulo":
+        return f"{v}%{k}={r}"
+    if name == "clamp_low":
+        return f"max({v}, {k})={r}"
+    if name == "sum_list":
+        out, total = [], v[0]
+        for item in [*v[1:], k]:
+            out.append(f"{total}+{item}={total + item}")
+            total += item
+        return " ".join(out)
+    if name in ("max_list", "min_list", "len_list"):
+        fn, op = {"max_list": (max, "*"), "min_list": (min, "+"), "len_list": (len, "*")}[name]
+        m = fn(v)
+        return f"{fn.__name__}(xs)={m} {m}{op}{k}={r}"
+    if name == "count_gt":
+        return f">{k}: {' '.join(str(i) for i in v if i > k)} = {r}".replace(":  =", ": =")
+    if name == "range_sum":
+        return f"{k}+...+{v}={r}" if v - k > 3 else "+".join(str(i) for i in range(k, v + 1)) + f"={r}"
+    if name == "reverse_repeat":
+        return f"{v!r}[::-1]={v[::-1]!r} {v[::-1]!r}*{k}={r!r}"
+    if name == "count_char":
+        return f"{v!r}.count({'abcdefgh'[k]!r})={r}"
+    return f"{v.upper()!r}+{'abcdefgh'[k]!r}={r!r}"  # upper_plus
 
 
-def perturb(body: str, rng: random.Random) -> str:
-    """The body with one integer constant off by one (or an operator swapped when there is none)."""
-    nums = list(re.finditer(r"(?<![\w.])\d+", body))
-    if nums:
-        m = rng.choice(nums)
-        value = int(m.group()) + rng.choice((-1, 1)) if int(m.group()) > 0 else 1
-        return body[: m.start()] + str(value) + body[m.end():]
-    return body.replace(" + ", " - ", 1) if " + " in body else body + " + 1"
+def direction(family: Family, v: Value, j: int) -> int:
+    """+1 when f(v) never falls as k grows over the family's range, -1 when it never rises,
+    0 otherwise (or for non-numbers): which side of k a too-big value points to."""
+    values = [family.ref(v, k, j) for k in family.consts[0]]
+    if not all(isinstance(x, int) for x in values):
+        return 0
+    rising = all(a <= b for a, b in zip(values, values[1:]))
+    falling = all(a >= b for a, b in zip(values, values[1:]))
+    return 1 if rising and not falling else -1 if falling and not rising else 0
 
 
-def wrong_bodies(row: dict) -> list[str]:
-    """Attempts that differ from the solution: the family with another k (when k is unnamed), else
-    the body with a constant off by one or an operator swapped."""
+def wrong_constants(row: dict) -> list[tuple[int, int]]:
+    """Constants of wrong attempts: the family's other k (when k is unnamed), else k or j one off
+    (within the family's ranges)."""
     f = BY_NAME[row["family"]]
-    k, j = (int(v) for v in row["id"].split("-")[-2:])
-    right = row["canonical_solution"].strip()
+    k, j = row["constants"]
     if row.get("hidden_constant"):
-        return [f"return {_fill(f.body, other, j)}" for other in f.consts[0] if other != k]
-    return sorted({b for b in (perturb(right, random.Random(i)) for i in range(8)) if b != right})
+        return [(other, j) for other in f.consts[0] if other != k]
+    out = [(k + d, j) for d in (-1, 1) if k + d in f.consts[0]]
+    if len(f.consts) > 1:
+        out += [(k, j + d) for d in (-1, 1) if j + d in f.consts[1]]
+    return out
 
 
 def run_body(row: dict, body: str) -> Value:
@@ -208,23 +254,38 @@ def run_body(row: dict, body: str) -> Value:
         return None
 
 
+WORDS = {"en": {"ok": "ok", "no": "no", "big": "too big", "small": "too small"},
+         "zh": {"ok": "对", "no": "不对", "big": "太大", "small": "太小"}}
+
+
 def worked_solution(row: dict, rng: random.Random, lang: str = "en", style: CodeStyle | None = None) -> str:
-    """The text after ``<think>``: attempts, each with its value on the example and ok or no
-    (`` `return x * 3 + 4` so f(3) = 13 ok``, the code in backticks as a model writes it), then
-    the fenced function of the last attempt.
-    Only the corpus's own bodies are evaluated here, never model text."""
+    """The text after ``<think>``: attempts, each computed on the example step by step and
+    compared with the example's output (`` `return x * 5 + 2`: 12*5=60 60+2=62 > 50 no, too
+    big`` for f(12) = 50; the code in backticks as a model writes it), then the fenced function of the
+    last attempt. When the family's value is monotone in the unnamed constant on the example, a
+    "too big"/"too small" points the next attempt to the right side of the last one (so retries
+    search, as a person would); otherwise the next attempt is any untried constant."""
     style = style or CodeStyle()
-    right = row["canonical_solution"].strip()
-    wrong = wrong_bodies(row)
-    rng.shuffle(wrong)
+    f, words = BY_NAME[row["family"]], WORDS[lang]
+    right, (k, j) = row["canonical_solution"].strip(), row["constants"]
     want, x = row["example_output"], row["example_input"]
-    so, ok_word, no_word = ("so", "ok", "no") if lang == "en" else ("所以", "对", "不对")
+    sign = direction(f, x, j) if row.get("hidden_constant") else 0
+    left = wrong_constants(row)
+    rng.shuffle(left)
     parts, body = [], right
     for attempt in range(style.max_attempts):
-        body = right if (rng.random() < style.first_correct or not wrong) else wrong.pop()
-        got = run_body(row, body)
+        pick = (k, j) if (rng.random() < style.first_correct or not left) else left.pop()
+        body = f"return {_fill(f.body, *pick)}"
+        got = f.ref(x, *pick)
         good = got == want
-        parts.append(f"`{body}` {so} f({x!r}) = {got!r} {ok_word if good else no_word}")
+        compare = f" {'>' if got > want else '<'} {want}" if isinstance(got, int) and not good else ""
+        verdict = words["ok"] if good else words["no"]
+        if not good and sign:
+            verdict += ", " + words["big" if got > want else "small"]
+            # the answer's side: bigger constants when too small on a rising family, and so on
+            up = (got < want) == (sign > 0)
+            left = [c for c in left if (c[0] > pick[0]) == up]
+        parts.append(f"`{body}`: {steps(f, x, *pick)}{compare} {verdict}")
         if good or attempt == style.max_attempts - 1 or rng.random() >= style.retry:
             break
         parts.append(rng.choice(RETRY[lang]))

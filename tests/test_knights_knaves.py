@@ -74,6 +74,12 @@ def test_render_is_unambiguous():
     ("Zoey is a knight, Oliver is a knave and Ava is a knight.", [True, False, True]),
     ("zoey is a Knight. oliver IS A KNAVE. ava is not a knave", [True, False, True]),
     ("Zoey是骑士，Oliver是无赖，Ava是骑士", [True, False, True]),
+    ("Zoey: knight\nOliver: knave\nAva: knight", [True, False, True]),
+    ("Zoey - knight, Oliver = a knave, Ava: Knight", [True, False, True]),
+    ("Zoey and Ava are knights, while Oliver is a knave.", [True, False, True]),
+    ("Both Zoey and Ava are knights; Oliver is the knave.", [True, False, True]),
+    ("Zoey, Oliver, and Ava are all knaves", [False, False, False]),
+    ("Zoey and Ava are not knaves, Oliver is not a knight", [True, False, True]),
 ])
 def test_parse_roles_forms(text, want):
     roles = parse_roles(text, NAMES)
@@ -84,6 +90,20 @@ def test_parse_roles_conflicts_and_whole_names():
     assert parse_roles("Zoey is a knight. Zoey is a knave.", NAMES) is None
     assert parse_roles("William is a knave", ["Liam"]) == {}  # Liam is not inside William
     assert parse_roles("Oliver is a knight", NAMES) == {"Oliver": True}
+    assert parse_roles("Zoey and Oliver are knights. Oliver is a knave.", NAMES) is None
+
+
+def test_answers_without_tags():
+    task = get_task("knights_knaves")  # the short template: the prompt opens <think>
+    ex = {"names": NAMES, "solution": [True, False, True], "quiz": ""}
+    right = "Zoey is a knight, Oliver is a knave and Ava is a knight."
+    assert task.grade(ex, "Let me see.\n</think>\n" + right).correct  # after the reasoning
+    assert not task.grade(ex, right).correct  # never left the think block
+    task = get_task("knights_knaves", template="plain")  # a model that answers without tags
+    trials = "Suppose Zoey is a knave. Then Oliver is a knight, a contradiction.\n\n"
+    assert task.grade(ex, trials + right).correct  # the last paragraph, not the trial in the first
+    assert not task.grade(ex, right + "\n\n" + trials).correct  # an answer then more reasoning: not an answer
+    assert not task.grade(ex, "Zoey is a knight.").correct  # not every name
 
 
 def test_grading_a_generated_puzzle():

@@ -159,21 +159,31 @@ def answer_text(names: list[str], solution: list[bool], lang: str = "en") -> str
 
 def parse_roles(text: str, names: list[str]) -> dict[str, bool] | None:
     """{name: knight?} for every name claimed in ``text`` (English or Chinese); None when a name
-    is given both roles. Names are matched whole (Liam is not found inside William)."""
-    roles: dict[str, bool] = {}
-    for name in sorted(names, key=len, reverse=True):
-        esc = re.escape(name)
-        en = re.finditer(rf"(?<![\w]){esc}(?![\w])\s+is\s+(not\s+)?(?:an?\s+)?(knight|knave)s?\b", text, re.I)
-        zh = re.finditer(rf"{esc}\s*(不)?是\s*(?:一[个名位])?\s*(骑士|无赖)", text)
-        claims = set()
-        for m in list(en) + list(zh):
-            knight = m.group(2).lower() in ("knight", "骑士")
-            claims.add(knight != bool(m.group(1)))
-        if len(claims) > 1:
-            return None
-        if claims:
-            roles[name] = claims.pop()
-    return roles
+    is given both roles. Names are matched whole (Liam is not found inside William). Forms:
+    ``Zoey is a knight`` / ``is not a knave``, ``Zoey: knight``, ``Zoey and Ava are knights`` (a
+    list of names before "are"), and ``小明是骑士`` / ``不是无赖``."""
+    claims: dict[str, set[bool]] = {name: set() for name in names}
+    alt = "|".join(re.escape(x) for x in sorted(names, key=len, reverse=True))
+    who = rf"(?<![\w])({alt})(?![\w])"
+    for m in re.finditer(rf"{who}\s*(?:\s+is\s+(not\s+)?(?:an?\s+|the\s+)?|\s*[:=\-–—]\s*(?:an?\s+)?)"
+                         r"(knight|knave)s?\b", text, re.I):
+        claims[_name(m.group(1), names)].add((m.group(3).lower() == "knight") != bool(m.group(2)))
+    group = rf"{who}(?:\s*,\s*{who})*,?\s+(?:and|&)\s+{who}"
+    for m in re.finditer(rf"(?:both\s+)?({group})\s+are\s+(?:both\s+|all\s+)?(not\s+)?(knight|knave)s\b", text, re.I):
+        knight = (m.group(m.lastindex).lower() == "knight") != bool(m.group(m.lastindex - 1))
+        for x in re.findall(who, m.group(1), re.I):
+            claims[_name(x, names)].add(knight)
+    for name in names:
+        for m in re.finditer(rf"{re.escape(name)}\s*(不)?是\s*(?:一[个名位])?\s*(骑士|无赖)", text):
+            claims[name].add((m.group(2) == "骑士") != bool(m.group(1)))
+    if any(len(c) > 1 for c in claims.values()):
+        return None
+    return {name: c.pop() for name, c in claims.items() if c}
+
+
+def _name(found: str, names: list[str]) -> str:
+    """The row's spelling of a name matched case-insensitively."""
+    return next(x for x in names if x.lower() == found.lower())
 
 
 @dataclass
@@ -301,8 +311,19 @@ class KnightsKnaves(Task):
         return worked_solution(statements, list(example["names"]), self.language_of(example), rng, KKStyle(retry=1.0))
 
     def extract(self, completion: str) -> str | None:
+        """The answer tags' content; without them (a model that does not use the tags), the text
+        after the last ``</think>``, else — when the prompt did not open a think block — the last
+        paragraph: an answer, never the reasoning's trial assignments."""
         ans = self.answer_block(completion)
-        return ans if ans else None
+        if ans:
+            return ans
+        text = completion if isinstance(completion, str) else ""
+        if "</think>" in text:
+            return text.rsplit("</think>", 1)[1].strip() or None
+        if self.prompt_opens_think():
+            return None  # still inside the reasoning
+        paragraphs = [x for x in re.split(r"\n\s*\n", text) if x.strip()]
+        return paragraphs[-1].strip() if paragraphs else None
 
     def answer_block(self, completion: str) -> str | None:
         from r1lab.rewards.format import parse_response

@@ -20,7 +20,6 @@ from r1lab.tasks.toycode import (
     direction,
     instances,
     problem,
-    run_body,
     split_of,
     steps,
     toy_problems,
@@ -82,6 +81,13 @@ def test_reward_is_the_share_of_tests_passed():
     assert comps["tests_passed"] == want and comps["accuracy"] == float(want == 1.0)
     assert reward == pytest.approx(want + 0.1)
     assert task.reward(row, "no code at all</think><answer></answer>")[1]["tests_passed"] == 0.0
+
+
+def run_body(row: dict, body: str):
+    """f(example) under ``body`` (a ``return ...`` line): the row's text run apart from its reference."""
+    f = BY_NAME[row["family"]]
+    return eval(body.removeprefix("return "), {"__builtins__": {"sum": sum, "max": max, "min": min, "len": len,
+                                                                "range": range}}, {f.arg: row["example_input"]})
 
 
 def test_unnamed_constant_is_fixed_by_the_example():

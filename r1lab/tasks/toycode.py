@@ -244,16 +244,6 @@ def wrong_constants(row: dict) -> list[tuple[int, int]]:
     return out
 
 
-def run_body(row: dict, body: str) -> Value:
-    """f(example) under the attempt ``body`` (a ``return ...`` line), or None when it raises."""
-    f = BY_NAME[row["family"]]
-    try:
-        return eval(body.removeprefix("return "), {"__builtins__": {"sum": sum, "max": max, "min": min, "len": len,
-                                                                    "range": range}}, {f.arg: row["example_input"]})
-    except Exception:  # noqa: BLE001 - a wrong attempt may divide by zero
-        return None
-
-
 WORDS = {"en": {"ok": "ok", "no": "no", "big": "too big", "small": "too small"},
          "zh": {"ok": "对", "no": "不对", "big": "太大", "small": "太小"}}
 

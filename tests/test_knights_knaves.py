@@ -21,9 +21,12 @@ from r1lab.tasks.knights_knaves import (
     parse_roles,
     pick_names,
     random_puzzle,
+    random_statement,
     render,
     solutions,
     split_of,
+    trace_check,
+    trace_statement,
     truth,
     worked_solution,
 )
@@ -132,16 +135,56 @@ def test_generator_is_unique_deterministic_and_split_by_hash():
     assert all(split_of([_tuple(s) for s in e["statements"]]) == "test" for e in test)
 
 
+def test_trace_computes_each_statement_hand_worked():
+    # Zoey says: Oliver is a knave and Ava is not a knight; try Zoey knight, Oliver knight, Ava knave
+    s = ("and", ("is", 1, False), ("not", ("is", 2, True)))
+    assign = (True, True, False)
+    assert trace_statement(s, assign, NAMES, "en") == "Oliver knave? knight false and Ava not knight? knave true = false"
+    # a knight's statement is false: contradiction
+    assert trace_check([s], 0, assign, NAMES, "en") == (
+        "Zoey knight: Oliver knave? knight false and Ava not knight? knave true = false, no")
+    # the same statement from a knave is fine
+    assert trace_check([s], 0, (False, True, False), NAMES, "en").endswith("= false, ok")
+    assert trace_check([s], 0, assign, ["小明", "小红", "小刚"], "zh") == "小明骑士：小红无赖？骑士 假 并且 小刚不是骑士？无赖 真 = 假，矛盾"
+    nested = ("implies", ("is", 0, True), ("iff", ("is", 1, True), ("is", 2, False)))
+    assert trace_statement(nested, assign, NAMES, "en") == (
+        "if Zoey knight? knight true then (Oliver knight? knight true iff Ava knave? knave true = true) = true")
+    assert trace_statement(("not", ("not", ("is", 1, True))), assign, NAMES, "en") == (
+        "not (Oliver not knight? knight false) = true")
+
+
+def test_trace_values_agree_with_truth():
+    rng = random.Random(4)
+    for _ in range(300):
+        n = rng.randint(2, 4)
+        s = random_statement(rng, n, 0, rng.randint(1, 3))
+        assign = tuple(rng.random() < 0.5 for _ in range(n))
+        text = trace_statement(s, assign, (NAMES + ["Liam"])[:n], "en")
+        assert text.rsplit(" ", 1)[1] == ("true" if truth(s, assign) else "false")
+
+
+def _tries(trace: str) -> list[tuple[list[bool], list[str]]]:
+    """(roles of the try, its checks) for each try written in an English trace."""
+    out = []
+    for part in re.split(r"(?:^|(?<=\. ))try ", trace)[1:]:
+        head, checks = re.match(r"((?:\w+ (?:knight|knave)(?:, )?)+): (.*?)(?: wait.*)?$", part).groups()
+        out.append(([r == "knight" for r in re.findall(r"knight|knave", head)], checks.split("; ")))
+    return out
+
+
 def test_worked_solution_ends_on_the_answer():
     rng = random.Random(3)
     statements, sol = random_puzzle(rng, 3, 2)
     text = worked_solution(statements, NAMES, "en", random.Random(0))  # retries until it works
-    right = ", ".join(f"{x} {'knight' if k else 'knave'}" for x, k in zip(NAMES, sol))
     trace, answer = text.split("</think>")
-    assert trace.endswith(f"try {right}: Zoey ok Oliver ok Ava ok works")
+    roles, checks = _tries(trace)[-1]
+    assert roles == list(sol)
+    assert checks == [trace_check(statements, i, sol, NAMES, "en") for i in range(3)] + ["works"]
+    assert all(c.endswith(", ok") for c in checks[:-1])
     assert answer == "<answer>" + answer_text(NAMES, list(sol)) + "</answer>"
     gave_up = worked_solution(statements, NAMES, "en", random.Random(5), KKStyle(first_correct=0.0, retry=0.0))
-    assert " no</think>" in gave_up and "works" not in gave_up  # one wrong try, then a wrong answer
+    assert gave_up.split("</think>")[0].endswith(", no") and "works" not in gave_up  # one wrong try, a wrong answer
+    assert len(_tries(gave_up.split("</think>")[0])) == 1
 
 
 def test_a_retry_flips_the_person_whose_statement_failed():
@@ -151,11 +194,10 @@ def test_a_retry_flips_the_person_whose_statement_failed():
         statements, sol = random_puzzle(rng, 3, 2)
         text = worked_solution(statements, NAMES, "en", random.Random(rng.random()),
                                KKStyle(first_correct=0.0, retry=1.0, max_tries=8))
-        trace = text.split("</think>")[0]
-        tries = [([r == "knight" for r in re.findall(r"(knight|knave)", roles)], checks)
-                 for roles, checks in re.findall(r"try ([\w ,]+): ([^:]*?)(?= wait|$)", trace)]
+        tries = _tries(text.split("</think>")[0])
         for n, ((before, checks), (now, _)) in enumerate(zip(tries, tries[1:])):
-            failed = NAMES.index(checks.split(" no")[0].split()[-1])
+            assert checks[-1].endswith(", no") and all(c.endswith(", ok") for c in checks[:-1])
+            failed = NAMES.index(checks[-1].split()[0])
             flipped = [not r if i == failed else r for i, r in enumerate(before)]
             seen = [t for t, _ in tries[: n + 1]]
             if flipped not in seen:  # an untried flip is always the next try

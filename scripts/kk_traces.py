@@ -4,11 +4,11 @@
     python scripts/kk_traces.py runs/eval-kk/eval.json
 
 The corpus's traces (``knights_knaves.worked_solution``) try an assignment and compute each
-statement under it: ``try Zoey knight, Oliver knave, Ava knight: Zoey knight: Oliver knave?
-knave true and Ava knave? knight false = false, no wait, … try …``. This reads every try and
+statement under it: ``try Zoey=knight, Oliver=knave, Ava=knight: Zoey says: Oliver is a knave?
+Oliver=knave true and Ava is a knave? Ava=knight false = false, Zoey=knight: no wait, … try …``. This reads every try and
 check written in English responses and scores each step against the truth of the puzzle (the
-held-out generated puzzles, found again by id): the speaker's role copied from the try, each
-atom's looked-up role and value, the statement's value, the verdict (a knight's statement must
+held-out generated puzzles, found again by id): the statement copied from the prompt, the
+speaker's role copied from the try, each atom's looked-up role and value, the statement's value, the verdict (a knight's statement must
 be true, a knave's false), whether a retry flips the person whose statement failed, and whether
 the answer is the last try. Prints one JSON line of rates. A diagnostic, not a metric r1lab
 trains on: it depends on the corpus's wording.
@@ -22,11 +22,12 @@ import sys
 from collections import Counter
 
 from r1lab.tasks import get_task
-from r1lab.tasks.knights_knaves import _as_tuple, parse_roles, truth
+from r1lab.tasks.knights_knaves import _as_tuple, parse_roles, render, truth
 
-TRY = re.compile(r"(?:^|(?<=\. ))try ((?:\w+ (?:knight|knave)(?:, )?)+): (.*?)(?: wait,.*)?$", re.S)
-CHECK = re.compile(r"^(\w+) (knight|knave): (.*), (ok|no)$")
-ATOM = re.compile(r"(\w+) (not )?(knight|knave)\? (knight|knave) (true|false)")
+TRY = re.compile(r"try ((?:\w+=(?:knight|knave)(?:, )?)+): (.*?)(?: wait,.*)?$", re.S)
+CHECK = re.compile(r"^(\w+) says: (.*), (\w+)=(knight|knave): (ok|no)$")
+ATOM = re.compile(r"(\w+) is (not )?an? (knight|knave)\? (\w+)=(knight|knave) (true|false)")
+COMPUTED = re.compile(r"\? \w+=\w+ (true|false)| = (true|false)")
 
 
 def stats(records: list[dict], examples: dict[str, dict]) -> dict:
@@ -44,7 +45,7 @@ def stats(records: list[dict], examples: dict[str, dict]) -> dict:
                 m = TRY.match(part.strip())
                 if not m:
                     continue
-                people = re.findall(r"(\w+) (knight|knave)", m.group(1))
+                people = re.findall(r"(\w+)=(knight|knave)", m.group(1))
                 if [x for x, _ in people] != names:
                     n["tries_misnamed"] += 1
                     continue
@@ -66,21 +67,22 @@ def stats(records: list[dict], examples: dict[str, dict]) -> dict:
                         continue
                     i = names.index(m.group(1))
                     n["checks"] += 1
-                    n["speaker_role_right"] += (m.group(2) == "knight") == assign[i]
-                    for who, neg, role, looked, value in ATOM.findall(m.group(3)):
+                    n["statement_copied"] += COMPUTED.sub("", m.group(2)) == render(statements[i], names, "en")
+                    n["speaker_role_right"] += m.group(3) == m.group(1) and (m.group(4) == "knight") == assign[i]
+                    for who, neg, role, again, looked, value in ATOM.findall(m.group(2)):
                         if who not in names:
                             continue
                         j = names.index(who)
                         n["atoms"] += 1
-                        n["atom_lookup_right"] += (looked == "knight") == assign[j]
+                        n["atom_lookup_right"] += again == who and (looked == "knight") == assign[j]
                         n["atom_value_right"] += (value == "true") == (((looked == "knight") == (role == "knight")) != bool(neg))
-                    said = m.group(3).rsplit(" ", 1)[-1]
+                    said = m.group(2).rsplit(" ", 1)[-1]
                     true = truth(statements[i], assign)
                     n["statement_value_right"] += (said == "true") == true
                     consistent = true == assign[i]
-                    n["verdict_right"] += (m.group(4) == "ok") == consistent
-                    n["verdict_follows_own_value"] += (m.group(4) == "ok") == ((said == "true") == (m.group(2) == "knight"))
-                    if m.group(4) == "no":
+                    n["verdict_right"] += (m.group(5) == "ok") == consistent
+                    n["verdict_follows_own_value"] += (m.group(5) == "ok") == ((said == "true") == (m.group(4) == "knight"))
+                    if m.group(5) == "no":
                         failed = i
                         break
                 if t + 1 < len(tries) and failed is not None:
@@ -92,7 +94,8 @@ def stats(records: list[dict], examples: dict[str, dict]) -> dict:
                 n["answers_parsed"] += 1
                 n["answer_is_last_try"] += tuple(roles[x] for x in names) == tries[-1][0]
     rate = {k: round(n[k] / max(n[d], 1), 3) for k, d in [
-        ("responses_with_tries", "responses"), ("tries_right", "tries"), ("speaker_role_right", "checks"),
+        ("responses_with_tries", "responses"), ("tries_right", "tries"), ("statement_copied", "checks"),
+        ("speaker_role_right", "checks"),
         ("atom_lookup_right", "atoms"), ("atom_value_right", "atoms"), ("statement_value_right", "checks"),
         ("verdict_right", "checks"), ("verdict_follows_own_value", "checks"), ("works_right", "works_said"),
         ("retry_flips_failed", "retries_after_no"), ("answer_is_last_try", "answers_parsed")]}

@@ -195,47 +195,47 @@ class KKStyle:
     max_tries: int = 8
 
 
-# the words of a computed check: truth values, verdicts, connectives (trace_statement)
+# the words of a computed check (trace_check); atoms and connectives are the prompt's own (PHRASES)
 TRACE = {
     "en": {"true": "true", "false": "false", "ok": "ok", "no": "no", "works": "works", "try": "try {guess}:",
-           "says": "{x} {role}: ", "atom": "{x} {neg}{r}? {tr} {v}", "neg": "not ", "not": "not ({s})", "end": "; ",
-           "and": "{a} and {b}", "or": "{a} or {b}", "iff": "{a} iff {b}", "implies": "if {a} then {b}"},
+           "says": "{x} says: ", "ask": "? ", "verdict": ", {x}={role}: {ok}", "end": "; "},
     "zh": {"true": "真", "false": "假", "ok": "ok", "no": "矛盾", "works": "成立", "try": "假设 {guess}：",
-           "says": "{x}{role}：", "atom": "{x}{neg}{r}？{tr} {v}", "neg": "不是", "not": "并非（{s}）", "end": "；",
-           "and": "{a} 并且 {b}", "or": "{a} 或者 {b}", "iff": "{a} 当且仅当 {b}", "implies": "如果 {a} 那么 {b}"},
+           "says": "{x}说：", "ask": "？", "verdict": "，{x}={role}：{ok}", "end": "；"},
 }
 
 
 def trace_statement(s: Statement, assign: tuple[bool, ...], names: list[str], lang: str, top: bool = True) -> str:
     """A statement evaluated under a try, one small step at a time, so that the verdict after it
     is computed rather than guessed (base v6's one-word checks were right no more often than
-    chance). An atom is copied from the statement, then the person's role in the try is looked
-    up, then the two are compared: ``Oliver knave? knight false`` (``Oliver not knave? knight
-    true`` for a negated atom). A compound joins its parts and states its value: ``… and … =
-    false``; nested compounds are parenthesised."""
-    t, role = TRACE[lang], ROLE[lang]
+    chance). Each atom is copied from the prompt word for word (v7's first draft shortened it,
+    and its base copied the roles right a third of the time), then the person's role in the try
+    is looked up, written ``name=role`` as in the try's own line (so the nearest ``name=`` always
+    holds the answer), and the two compared: ``Oliver is a knave? Oliver=knight false``. A
+    compound is the prompt's connective between its parts and states its value: ``… and … =
+    false``; nested compounds are parenthesised, as in the prompt."""
+    ph, t, role = PHRASES[lang], TRACE[lang], ROLE[lang]
     value = t["true"] if truth(s, assign) else t["false"]
     if s[0] == "is" or (s[0] == "not" and s[1][0] == "is"):
-        atom = s if s[0] == "is" else s[1]
-        return t["atom"].format(x=names[atom[1]], neg="" if s[0] == "is" else t["neg"], r=role[0 if atom[2] else 1],
-                                tr=role[0 if assign[atom[1]] else 1], v=value)
+        who = s[1] if s[0] == "is" else s[1][1]
+        return f"{render(s, names, lang)}{t['ask']}{names[who]}={role[0 if assign[who] else 1]} {value}"
     if s[0] == "not":
-        text = t["not"].format(s=trace_statement(s[1], assign, names, lang, top=False))
+        text = ph["not"].format(s=trace_statement(s[1], assign, names, lang, top=False))
     else:
-        text = t[s[0]].format(a=trace_statement(s[1], assign, names, lang, top=False),
-                              b=trace_statement(s[2], assign, names, lang, top=False))
+        text = ph[s[0]].format(a=trace_statement(s[1], assign, names, lang, top=False),
+                               b=trace_statement(s[2], assign, names, lang, top=False))
     return f"{text} = {value}" if top else f"({text} = {value})"
 
 
 def trace_check(statements: list[Statement], i: int, assign: tuple[bool, ...], names: list[str], lang: str) -> str:
-    """One statement checked under a try: the speaker's role in the try, the statement computed
-    (``trace_statement``), the verdict: a knight's statement must be true, a knave's false.
-    ``Zoey knight: Oliver knave? knight false, no``."""
+    """One statement checked under a try: the speaker's words as the prompt has them, computed
+    (``trace_statement``), then the speaker's role in the try and the verdict: a knight's
+    statement must be true, a knave's false.
+    ``Zoey says: Oliver is a knave? Oliver=knight false, Zoey=knight: no``."""
     t, role = TRACE[lang], ROLE[lang]
-    ok = truth(statements[i], assign) == assign[i]
-    head = t["says"].format(x=names[i], role=role[0 if assign[i] else 1])
-    sep = ", " if lang == "en" else "，"
-    return f"{head}{trace_statement(statements[i], assign, names, lang)}{sep}{t['ok'] if ok else t['no']}"
+    s = statements[i]
+    ok = truth(s, assign) == assign[i]
+    return t["says"].format(x=names[i]) + trace_statement(s, assign, names, lang) + t["verdict"].format(
+        x=names[i], role=role[0 if assign[i] else 1], ok=t["ok"] if ok else t["no"])
 
 
 def worked_solution(statements: list[Statement], names: list[str], lang: str, rng: random.Random,
@@ -269,7 +269,7 @@ def worked_solution(statements: list[Statement], names: list[str], lang: str, rn
                 break
         else:
             checks.append(t["works"])
-        out.append(t["try"].format(guess=", ".join(f"{x} {role[0 if k else 1]}" for x, k in zip(names, assign)))
+        out.append(t["try"].format(guess=", ".join(f"{x}={role[0 if k else 1]}" for x, k in zip(names, assign)))
                    + " " + t["end"].join(checks))
         if checks[-1] == t["works"] or attempt == style.max_tries - 1 or rng.random() >= style.retry:
             break

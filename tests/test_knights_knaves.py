@@ -20,14 +20,10 @@ from r1lab.tasks.knights_knaves import (
     consistent,
     parse_roles,
     pick_names,
-    quiz_text,
     random_puzzle,
-    random_statement,
     render,
     solutions,
     split_of,
-    trace_check,
-    trace_statement,
     truth,
     worked_solution,
 )
@@ -136,75 +132,16 @@ def test_generator_is_unique_deterministic_and_split_by_hash():
     assert all(split_of([_tuple(s) for s in e["statements"]]) == "test" for e in test)
 
 
-def test_trace_computes_each_statement_hand_worked():
-    # Zoey says: Oliver is a knave and Ava is not a knight; try Zoey knight, Oliver knight, Ava knave
-    s = ("and", ("is", 1, False), ("not", ("is", 2, True)))
-    assign = (True, True, False)
-    assert trace_statement(s, assign, NAMES, "en") == (
-        "Oliver is a knave? Oliver=knight false and Ava is not a knight? Ava=knave true = false")
-    # a knight's statement is false: contradiction
-    assert trace_check([s], 0, assign, NAMES, "en") == (
-        "Zoey says: Oliver is a knave? Oliver=knight false and Ava is not a knight? Ava=knave true = false, "
-        "Zoey=knight: no")
-    # the same statement from a knave is fine
-    assert trace_check([s], 0, (False, True, False), NAMES, "en").endswith("= false, Zoey=knave: ok")
-    assert trace_check([("is", 1, True)], 0, assign, NAMES, "en") == (
-        "Zoey says: Oliver is a knight? Oliver=knight true, Zoey=knight: ok")
-    assert trace_check([s], 0, assign, ["小明", "小红", "小刚"], "zh") == (
-        "小明说：小红是无赖？小红=骑士 假并且小刚不是骑士？小刚=无赖 真 = 假，小明=骑士：矛盾")
-    nested = ("implies", ("is", 0, True), ("iff", ("is", 1, True), ("is", 2, False)))
-    assert trace_statement(nested, assign, NAMES, "en") == (
-        "if Zoey is a knight? Zoey=knight true then (Oliver is a knight? Oliver=knight true if and only if "
-        "Ava is a knave? Ava=knave true = true) = true")
-    assert trace_statement(("not", ("not", ("is", 1, True))), assign, NAMES, "en") == (
-        "it is false that Oliver is not a knight? Oliver=knight false = true")
-
-
-def test_trace_copies_the_prompt_word_for_word():
-    # the statement in the trace, with the computed parts taken out, is the prompt's sentence
-    rng = random.Random(7)
-    for _ in range(100):
-        statements, sol = random_puzzle(rng, 3, 2)
-        assign = tuple(rng.random() < 0.5 for _ in range(3))
-        quiz = quiz_text(statements, NAMES, "en")
-        for i in range(3):
-            check = trace_check(statements, i, assign, NAMES, "en").rsplit(", ", 1)[0]
-            words = re.sub(r"\? \w+=\w+ (true|false)| = (true|false)", "", check)
-            assert words + "." in quiz
-
-
-def test_trace_values_agree_with_truth():
-    rng = random.Random(4)
-    for _ in range(300):
-        n = rng.randint(2, 4)
-        s = random_statement(rng, n, 0, rng.randint(1, 3))
-        assign = tuple(rng.random() < 0.5 for _ in range(n))
-        text = trace_statement(s, assign, (NAMES + ["Liam"])[:n], "en")
-        assert text.rsplit(" ", 1)[1] == ("true" if truth(s, assign) else "false")
-
-
-def _tries(trace: str) -> list[tuple[list[bool], list[str]]]:
-    """(roles of the try, its checks) for each try written in an English trace."""
-    out = []
-    for part in re.split(r"(?:^|(?<=\. ))try ", trace)[1:]:
-        head, checks = re.match(r"((?:\w+=(?:knight|knave)(?:, )?)+): (.*?)(?: wait.*)?$", part).groups()
-        out.append(([r == "knight" for r in re.findall(r"knight|knave", head)], checks.split("; ")))
-    return out
-
-
 def test_worked_solution_ends_on_the_answer():
     rng = random.Random(3)
     statements, sol = random_puzzle(rng, 3, 2)
     text = worked_solution(statements, NAMES, "en", random.Random(0))  # retries until it works
+    right = ", ".join(f"{x} {'knight' if k else 'knave'}" for x, k in zip(NAMES, sol))
     trace, answer = text.split("</think>")
-    roles, checks = _tries(trace)[-1]
-    assert roles == list(sol)
-    assert checks == [trace_check(statements, i, sol, NAMES, "en") for i in range(3)] + ["works"]
-    assert all(c.endswith(": ok") for c in checks[:-1])
+    assert trace.endswith(f"try {right}: Zoey ok Oliver ok Ava ok works")
     assert answer == "<answer>" + answer_text(NAMES, list(sol)) + "</answer>"
     gave_up = worked_solution(statements, NAMES, "en", random.Random(5), KKStyle(first_correct=0.0, retry=0.0))
-    assert gave_up.split("</think>")[0].endswith(": no") and "works" not in gave_up  # one wrong try, a wrong answer
-    assert len(_tries(gave_up.split("</think>")[0])) == 1
+    assert " no</think>" in gave_up and "works" not in gave_up  # one wrong try, then a wrong answer
 
 
 def test_a_retry_flips_the_person_whose_statement_failed():
@@ -214,10 +151,11 @@ def test_a_retry_flips_the_person_whose_statement_failed():
         statements, sol = random_puzzle(rng, 3, 2)
         text = worked_solution(statements, NAMES, "en", random.Random(rng.random()),
                                KKStyle(first_correct=0.0, retry=1.0, max_tries=8))
-        tries = _tries(text.split("</think>")[0])
+        trace = text.split("</think>")[0]
+        tries = [([r == "knight" for r in re.findall(r"(knight|knave)", roles)], checks)
+                 for roles, checks in re.findall(r"try ([\w ,]+): ([^:]*?)(?= wait|$)", trace)]
         for n, ((before, checks), (now, _)) in enumerate(zip(tries, tries[1:])):
-            assert checks[-1].endswith(": no") and all(c.endswith(": ok") for c in checks[:-1])
-            failed = NAMES.index(checks[-1].split()[0])
+            failed = NAMES.index(checks.split(" no")[0].split()[-1])
             flipped = [not r if i == failed else r for i, r in enumerate(before)]
             seen = [t for t, _ in tries[: n + 1]]
             if flipped not in seen:  # an untried flip is always the next try
@@ -265,26 +203,3 @@ def test_corpus_style_answers_are_right_exactly_when_the_trace_works():
         assert task.grade(ex, text).correct == works
         seen[works] += 1
     assert seen[True] > 20 and seen[False] > 20  # both kinds occur
-
-
-def test_trace_reader_scores_the_corpus_traces_as_all_right():
-    # scripts/kk_traces.py (the diagnostic behind docs/base-model.md) on the corpus's own traces
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "scripts" / "kk_traces.py"
-    spec = importlib.util.spec_from_file_location("kk_traces", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    task = get_task("knights_knaves", test_size=40)
-    rng = random.Random(0)
-    examples = [e for e in task.examples("test") if e["language"] == "en"]
-    records = [{"id": e["id"], "responses": [
-        worked_solution([_tuple(s) for s in e["statements"]], e["names"], "en", rng, KKStyle(retry=0.5))
-        for _ in range(3)]} for e in examples]
-    got = mod.stats(records, {e["id"]: e for e in examples})
-    assert got["counts"]["checks"] > 100 and got["counts"]["retries_after_no"] > 10
-    for key in ("statement_copied", "speaker_role_right", "atom_lookup_right", "atom_value_right",
-                "statement_value_right", "verdict_right", "works_right", "answer_is_last_try"):
-        assert got[key] == 1.0, key
-    assert got["retry_flips_failed"] > 0.8

@@ -12,9 +12,8 @@ checking and retrying — that RL can discover is worth more: R1-Zero's story in
   checked against the target; after a failed check a new attempt follows only *sometimes*
   ("wait, let me try again."), otherwise the document gives up with a wrong answer.
 - Knights and Knaves (``knights_knaves.worked_solution``): case analysis — try an assignment,
-  compute each statement under it in order (each atom's role looked up in the try, then the
-  connective, then the comparison with the speaker's role) until a contradiction or all hold;
-  retry only sometimes, by flipping the person whose statement failed.
+  check each statement in order until a contradiction or all hold; retry only sometimes, by
+  flipping the person whose statement failed.
 - Toy code (``toycode.worked_solution``): attempts at the unnamed constant, each computed on the
   spec's example step by step and compared with its output ("too big"); after a failed check a
   new attempt follows only sometimes, on the side the comparison points to.
@@ -34,9 +33,9 @@ from r1lab.tasks.base import SHORT_TEMPLATE
 class CorpusMix:
     """Shares of the document kinds (normalised), the Chinese share, and each kind's style."""
 
-    countdown_share: float = 0.52
+    countdown_share: float = 0.55
     arithmetic_share: float = 0.10
-    kk_share: float = 0.18
+    kk_share: float = 0.15
     code_share: float = 0.12
     direct_share: float = 0.08  # non-reasoning answers, over all four tasks
     zh_share: float = 0.15
@@ -44,7 +43,7 @@ class CorpusMix:
     kk_depth: int = 2
     style: countdown.CorpusStyle = field(default_factory=countdown.CorpusStyle)
     kk_style: knights_knaves.KKStyle = field(default_factory=lambda: knights_knaves.KKStyle(first_correct=0.25,
-                                                                                             retry=0.5))
+                                                                                             retry=0.65))
     code_style: toycode.CodeStyle = field(default_factory=toycode.CodeStyle)
 
 

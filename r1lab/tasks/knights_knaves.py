@@ -195,64 +195,19 @@ class KKStyle:
     max_tries: int = 8
 
 
-# the words of a computed check (trace_check); atoms and connectives are the prompt's own (PHRASES)
-TRACE = {
-    "en": {"true": "true", "false": "false", "ok": "ok", "no": "no", "works": "works", "try": "try {guess}:",
-           "says": "{x} says: ", "ask": "? ", "verdict": ", {x}={role}: {ok}", "end": "; "},
-    "zh": {"true": "真", "false": "假", "ok": "ok", "no": "矛盾", "works": "成立", "try": "假设 {guess}：",
-           "says": "{x}说：", "ask": "？", "verdict": "，{x}={role}：{ok}", "end": "；"},
-}
-
-
-def trace_statement(s: Statement, assign: tuple[bool, ...], names: list[str], lang: str, top: bool = True) -> str:
-    """A statement evaluated under a try, one small step at a time, so that the verdict after it
-    is computed rather than guessed (base v6's one-word checks were right no more often than
-    chance). Each atom is copied from the prompt word for word (v7's first draft shortened it,
-    and its base copied the roles right a third of the time), then the person's role in the try
-    is looked up, written ``name=role`` as in the try's own line (so the nearest ``name=`` always
-    holds the answer), and the two compared: ``Oliver is a knave? Oliver=knight false``. A
-    compound is the prompt's connective between its parts and states its value: ``… and … =
-    false``; nested compounds are parenthesised, as in the prompt."""
-    ph, t, role = PHRASES[lang], TRACE[lang], ROLE[lang]
-    value = t["true"] if truth(s, assign) else t["false"]
-    if s[0] == "is" or (s[0] == "not" and s[1][0] == "is"):
-        who = s[1] if s[0] == "is" else s[1][1]
-        return f"{render(s, names, lang)}{t['ask']}{names[who]}={role[0 if assign[who] else 1]} {value}"
-    if s[0] == "not":
-        text = ph["not"].format(s=trace_statement(s[1], assign, names, lang, top=False))
-    else:
-        text = ph[s[0]].format(a=trace_statement(s[1], assign, names, lang, top=False),
-                               b=trace_statement(s[2], assign, names, lang, top=False))
-    return f"{text} = {value}" if top else f"({text} = {value})"
-
-
-def trace_check(statements: list[Statement], i: int, assign: tuple[bool, ...], names: list[str], lang: str) -> str:
-    """One statement checked under a try: the speaker's words as the prompt has them, computed
-    (``trace_statement``), then the speaker's role in the try and the verdict: a knight's
-    statement must be true, a knave's false.
-    ``Zoey says: Oliver is a knave? Oliver=knight false, Zoey=knight: no``."""
-    t, role = TRACE[lang], ROLE[lang]
-    s = statements[i]
-    ok = truth(s, assign) == assign[i]
-    return t["says"].format(x=names[i]) + trace_statement(s, assign, names, lang) + t["verdict"].format(
-        x=names[i], role=role[0 if assign[i] else 1], ok=t["ok"] if ok else t["no"])
-
-
 def worked_solution(statements: list[Statement], names: list[str], lang: str, rng: random.Random,
                     style: KKStyle | None = None) -> str:
-    """The text after ``<think>``: tries of assignments, each statement computed under the try
-    and checked in order (``trace_check``) until a contradiction ("no") or all hold ("works");
-    after a contradiction a retry follows with probability ``style.retry``, else the text gives
-    up and answers its last (wrong) try. The answer is always the last try.
+    """The text after ``<think>``: tries of assignments, each statement checked in order until a
+    contradiction ("no") or all hold ("works"); after a contradiction a retry follows with
+    probability ``style.retry``, else the text gives up and answers its last (wrong) try.
     A retry flips the person whose statement failed (when that assignment is untried), the
     local repair a person makes, so that a retry is informed by the check rather than a fresh
     guess; otherwise it is the solution (``first_correct``) or any untried assignment."""
     style = style or KKStyle()
-    t, role = TRACE[lang], ROLE[lang]
     sol = solutions(statements)[0]
     wrong = [a for a in itertools.product((True, False), repeat=len(names)) if a != sol]
     rng.shuffle(wrong)
-    out, assign, tried = [], sol, set()
+    role, out, assign, tried = ROLE[lang], [], sol, set()
     flipped = None
     for attempt in range(style.max_tries):
         if flipped is not None and flipped not in tried:
@@ -261,17 +216,18 @@ def worked_solution(statements: list[Statement], names: list[str], lang: str, rn
             untried = [a for a in wrong if a not in tried]
             assign = sol if (rng.random() < style.first_correct or not untried) else untried[-1]
         tried.add(assign)
-        checks = []
-        for i in range(len(statements)):
-            checks.append(trace_check(statements, i, assign, names, lang))
-            if truth(statements[i], assign) != assign[i]:
+        guess = ", ".join(f"{x} {role[0 if k else 1]}" for x, k in zip(names, assign))
+        out.append(("try " if lang == "en" else "假设 ") + guess + (":" if lang == "en" else "："))
+        for i, s in enumerate(statements):
+            ok = truth(s, assign) == assign[i]
+            out.append(f"{names[i]} {'ok' if ok else ('no' if lang == 'en' else '矛盾')}")
+            if not ok:
                 flipped = assign[:i] + (not assign[i],) + assign[i + 1:]
                 break
         else:
-            checks.append(t["works"])
-        out.append(t["try"].format(guess=", ".join(f"{x}={role[0 if k else 1]}" for x, k in zip(names, assign)))
-                   + " " + t["end"].join(checks))
-        if checks[-1] == t["works"] or attempt == style.max_tries - 1 or rng.random() >= style.retry:
+            out.append("works" if lang == "en" else "成立")
+            break
+        if attempt == style.max_tries - 1 or rng.random() >= style.retry:
             break
         out.append(rng.choice(RETRY[lang]))
     return " ".join(out) + "</think><answer>" + answer_text(names, list(assign), lang) + "</answer>"

@@ -138,7 +138,8 @@ def test_a_real_process_prints_no_traceback():
 
 
 @pytest.mark.parametrize(("name", "cmd"), [("sft", "sft"), ("sample", "sample"), ("distill", "distill"),
-                                           ("r1", "r1"), ("zero", "zero"), ("drive", "drive"),
+                                           ("r1", "r1"), ("zero", "zero"), ("zero-code", "zero"),
+                                           ("drive", "drive"),
                                            ("drive-lm", "drive_lm")])
 def test_shipped_recipes_parse(name, cmd):
     import importlib

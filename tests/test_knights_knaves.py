@@ -20,7 +20,9 @@ from r1lab.tasks.knights_knaves import (
     consistent,
     parse_roles,
     pick_names,
+    quiz_text,
     random_puzzle,
+    read_statements,
     render,
     solutions,
     split_of,
@@ -203,3 +205,40 @@ def test_corpus_style_answers_are_right_exactly_when_the_trace_works():
         assert task.grade(ex, text).correct == works
         seen[works] += 1
     assert seen[True] > 20 and seen[False] > 20  # both kinds occur
+
+
+def test_statements_of_the_published_sets_are_read():
+    # K-and-K's form (mem-kk-logic): ('telling-truth', i), ('lying', i), not, and/or (2+ parts), ->, <=>
+    text = "(('or', ('telling-truth', 1), ('lying', 1), ('lying', 2)), ('<=>', ('lying', 0), ('lying', 2)), " \
+           "('->', ('not', ('lying', 1)), ('telling-truth', 0)))"
+    got = read_statements(text, 3)
+    assert got == [("or", ("or", ("is", 1, True), ("is", 1, False)), ("is", 2, False)),
+                   ("iff", ("is", 0, False), ("is", 2, False)),
+                   ("implies", ("not", ("is", 1, False)), ("is", 0, True))]
+    # r1lab's own rows (nested lists) read the same way
+    ours = [["and", ["is", 1, False], ["not", ["is", 2, True]]], ["is", 0, True]]
+    assert read_statements(ours, 2) is None  # a person out of range for 2 people
+    assert read_statements(ours, 3) is None  # three people need three statements
+    assert read_statements(ours + [["is", 1, True]], 3)[0] == ("and", ("is", 1, False), ("not", ("is", 2, True)))
+    for bad in ["(('lying', 5),)", "__import__('os').system('true')", "((('xor', 1, 2)),)", "(", None, 7]:
+        assert read_statements(bad, 1) is None
+
+
+def test_a_published_row_gets_a_demonstration_when_its_solution_agrees(tmp_path):
+    statements, sol = random_puzzle(random.Random(2), 3, 2)
+
+    def kk_form(s):
+        if s[0] == "is":
+            return ("telling-truth" if s[2] else "lying", s[1])
+        return ({"implies": "->", "iff": "<=>"}.get(s[0], s[0]),) + tuple(kk_form(x) for x in s[1:])
+
+    row = {"quiz": quiz_text(statements, NAMES, "en"), "names": NAMES, "solution": list(sol),
+           "statements": repr(tuple(kk_form(s) for s in statements))}
+    path = tmp_path / "kk.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "solution": [not x for x in sol]}) + "\n")
+    task = get_task("knights_knaves", data=str(path))
+    good, wrong = task.examples("test")
+    demo = task.demonstration(good, random.Random(0))
+    assert demo is not None and task.grade(good, demo).correct
+    assert task.demonstration(wrong, random.Random(0)) is None  # statements and solution disagree
+    assert task.demonstration({**good, "statements": "not a literal"}, random.Random(0)) is None

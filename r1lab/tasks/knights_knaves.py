@@ -304,10 +304,11 @@ class KnightsKnaves(Task):
         return str(example["quiz"])
 
     def demonstration(self, example: dict, rng: random.Random) -> str | None:
-        """Case analysis until the consistent assignment (generated puzzles only)."""
-        if "statements" not in example:
+        """Case analysis until the consistent assignment: generated puzzles, and rows from files
+        whose ``statements`` are readable (``read_statements``) and agree with their solution."""
+        statements = read_statements(example.get("statements"), len(example.get("names") or []))
+        if statements is None or solutions(statements) != [tuple(solution_of(example))]:
             return None
-        statements = [_as_tuple(s) for s in example["statements"]]
         return worked_solution(statements, list(example["names"]), self.language_of(example), rng, KKStyle(retry=1.0))
 
     def extract(self, completion: str) -> str | None:
@@ -361,6 +362,51 @@ def solution_of(example: dict) -> list[bool]:
     return [roles[x] for x in example["names"]]
 
 
+# the connectives of the published K&K sets (Logic-RL / "K-and-K", mem-kk-logic's lib_kk)
+KK_OPS = {"and": "and", "or": "or", "->": "implies", "<=>": "iff"}
+
+
+def read_statements(value: Any, people: int) -> list[Statement] | None:
+    """Statements in r1lab's form from a row's ``statements`` field, or None when it has none
+    or they cannot be read. Two forms: r1lab's own (nested lists, as ``examples`` writes them),
+    and the published K&K sets' (a Python literal string: ``(('telling-truth', 1), ('or',
+    ('lying', 0), ('not', ('lying', 2))), …)``, with ``->`` and ``<=>``, and/or over two or more
+    parts, folded to the left). Never evaluates code: ``ast.literal_eval`` reads literals only."""
+    import ast
+
+    def conv(x: Any) -> Statement:
+        if not isinstance(x, (list, tuple)) or not x:
+            raise ValueError(x)
+        head = x[0]
+        if head in ("is",) and len(x) == 3:
+            who, knight = x[1], x[2]
+        elif head in ("telling-truth", "lying") and len(x) == 2:
+            who, knight = x[1], head == "telling-truth"
+        elif head == "not" and len(x) == 2:
+            return ("not", conv(x[1]))
+        elif head in KK_OPS or head in OPS:
+            parts = [conv(p) for p in x[1:]]
+            if len(parts) < 2 or (head not in ("and", "or") and len(parts) != 2):
+                raise ValueError(x)
+            out = parts[0]
+            for p in parts[1:]:
+                out = (KK_OPS.get(head, head), out, p)
+            return out
+        else:
+            raise ValueError(x)
+        if not isinstance(who, int) or not 0 <= who < people or not isinstance(knight, bool):
+            raise ValueError(x)
+        return ("is", who, knight)
+
+    try:
+        raw = ast.literal_eval(value) if isinstance(value, str) else value
+        if not isinstance(raw, (list, tuple)) or len(raw) != people:
+            return None
+        return [conv(s) for s in raw]
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+
+
 def _jsonable(statements: list[Statement]) -> list:
     """Statements as nested lists (examples are written to JSON files)."""
     return [_as_list(s) for s in statements]
@@ -369,6 +415,3 @@ def _jsonable(statements: list[Statement]) -> list:
 def _as_list(s: Statement) -> list:
     return [x if not isinstance(x, tuple) else _as_list(x) for x in s]
 
-
-def _as_tuple(s: list) -> Statement:
-    return tuple(_as_tuple(x) if isinstance(x, list) else x for x in s)

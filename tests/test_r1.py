@@ -59,3 +59,28 @@ def test_r1_runs_and_resumes_after_kill_9_in_stages_2_and_3(tmp_path):
     assert "| pass@1 |" in report and "4-all-rl" in report
     sel = json.loads((out / "3-rejection-sft" / "summary.json").read_text())["selection"]
     assert sel["added"]["non_reasoning"] >= 0 and "removed" in sel
+
+
+def test_each_rl_stage_gets_its_language_weight(tmp_path, monkeypatch):
+    from r1lab.commands import r1
+
+    seen = {}
+
+    def done(d):
+        d.mkdir(parents=True)
+        return {"final_model": str(d)}
+
+    def fake_rl(cfg, src, d, task_spec, steps, temperature, language_weight, device):
+        seen[d.name] = (task_spec, temperature, language_weight)
+        return done(d)
+
+    monkeypatch.setattr(r1, "resolve_model", lambda m: "base")
+    monkeypatch.setattr(r1, "cold_start", lambda cfg, base, d, device: done(d))
+    monkeypatch.setattr(r1, "rejection_sft", lambda cfg, m2, base, d, device: done(d))
+    monkeypatch.setattr(r1, "rl_stage", fake_rl)
+    monkeypatch.setattr(r1, "held_out", lambda cfg, model, device: {"pass@1": 0.5})
+    for out, flags, want in (("a", {}, (0.2, 0.0)), ("b", {"final_language_weight": 0.3}, (0.2, 0.3))):
+        cfg = Config(output_dir=str(tmp_path / out), report_to="none", **flags)
+        r1.run(cfg)
+        assert (seen["2-reasoning-rl"][2], seen["4-all-rl"][2]) == want
+        assert seen["4-all-rl"][1] == 0.7

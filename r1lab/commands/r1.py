@@ -16,7 +16,8 @@ The flow of ``run`` (R1 §2.3; ``../shared/DESIGN.md``, "R1 pipeline reference")
    (at most ``rs_max_per_prompt``), plus the non-reasoning mix (``non_reasoning`` of them: the
    answer with an empty think block) -> SFT of the **base** model (not of stage 2's).
 4. ``4-all-rl``: GRPO on every scenario (``final_task``, a mixture) at temperature
-   ``final_temperature`` (R1: 0.7).
+   ``final_temperature`` (R1: 0.7), with ``final_language_weight`` · language consistency
+   (0 by default: R1 names the language reward for stage 2 only).
 
 A stage whose ``summary.json`` exists is done and never redone; an unfinished one resumes from its
 checkpoint (its ``summary.json`` is written last, after the stage's evaluation). After each stage
@@ -72,6 +73,8 @@ class Config(RLSettings):
     task_options: list[str] = field(default_factory=list, metadata={
         "help": "task options KEY=VALUE, or MEMBER.KEY=VALUE for one task of a mixture (gsm8k.data=DIR)"})
     language_weight: float = field(default=0.2, metadata={"help": "stage 2: weight of the language-consistency reward"})
+    final_language_weight: float = field(default=0.0, metadata={
+        "help": "stage 4: weight of the language-consistency reward (0 = none: accuracy + format only)"})
     output_dir: str = field(default="runs/r1", metadata={"help": "run directory (one folder per stage inside)"})
     cold_start_rows: int = field(default=2000, metadata={"help": "stage 1: clean worked solutions"})
     sft_epochs: int = field(default=2, metadata={"help": "stages 1 and 3: SFT epochs (R1: 2)"})
@@ -101,6 +104,8 @@ class Config(RLSettings):
         if min(self.cold_start_rows, self.sft_epochs, self.rl_steps, self.rs_prompts, self.rs_k,
                self.rs_max_per_prompt, self.final_steps, self.eval_k, self.save_every) < 1:
             raise ConfigError("stage sizes (rows, epochs, steps, prompts, k) must be >= 1")
+        if min(self.language_weight, self.final_language_weight) < 0:
+            raise ConfigError("language_weight and final_language_weight must be >= 0")
         if self.non_reasoning < 0 or self.final_temperature <= 0 or self.algo != "grpo":
             raise ConfigError("non_reasoning must be >= 0, final_temperature > 0, and the RL stages use grpo")
         parse_report_to(self.report_to)
@@ -124,7 +129,8 @@ def run(cfg: Config) -> dict:
                                                                cfg.language_weight, device))
     m3 = stage(out, STAGES[2], cfg, device, lambda d: rejection_sft(cfg, m2, base, d, device))
     m4 = stage(out, STAGES[3], cfg, device, lambda d: rl_stage(cfg, m3, d, cfg.final_task, cfg.final_steps,
-                                                               cfg.final_temperature, 0.0, device))
+                                                               cfg.final_temperature, cfg.final_language_weight,
+                                                               device))
     rows = [{"stage": n, **json.loads((out / n / "summary.json").read_text())["eval"]} for n in STAGES]
     summary = {"run_dir": str(out), "final_model": m4, "stages": {r["stage"]: r.get("pass@1") for r in rows}}
     if not distributed.is_main():

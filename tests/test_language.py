@@ -80,3 +80,20 @@ def test_long_input_is_fast():
     start = time.perf_counter()
     language_consistency("等等 wait " * 200_000, "zh")
     assert time.perf_counter() - start < 2.0
+
+
+def test_reward_gives_no_credit_to_reasoning_without_words():
+    from r1lab.rewards.language import language_reward
+    from r1lab.tasks import get_task
+
+    assert language_consistency("", "zh") == 1.0  # the metric: nothing to be inconsistent with
+    assert language_reward("", "zh") == 0.0 and language_reward("3+5=8 8*2=16", "en") == 0.0
+    assert language_reward("小明 ok 小红 ok", "zh") == 2 / 3  # as consistency when there are words
+    assert language_reward("小明是骑士", "zh") == 1.0
+    # in a task's reward: an empty think block earns no language credit
+    task = get_task("knights_knaves", language="zh", language_weight=0.5)
+    ex = task.examples("test")[0]
+    answer = "<answer>" + ex["answer"] + "</answer>"
+    empty, _ = task.reward(ex, "</think>" + answer)
+    reasoned, comps = task.reward(ex, "小明是骑士，小红是无赖。</think>" + answer)
+    assert comps["language"] == 1.0 and reasoned - empty == 0.5

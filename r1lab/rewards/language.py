@@ -77,6 +77,17 @@ def language_consistency(text: str, lang: str = "en") -> float:
     return share_in(word_languages(text), lang)
 
 
+def language_reward(text: str, lang: str = "en") -> float:
+    """The reward's language term: ``language_consistency``, except that reasoning with no words
+    at all (empty, or symbols only) earns 0, not 1. As a reward, "1.0 if no words" pays the
+    policy to stop reasoning: measured on the toy, R1's stage 4 with the language reward left
+    Chinese Knights-and-Knaves answers with an empty think block 33–50% of the time (0% without
+    the reward), which is how it "fixed" their mixing. A wordless task (Countdown's ``3+5=8``)
+    then scores 0 in every sample of its group, which moves no advantage."""
+    words = word_languages(text)
+    return share_in(words, lang) if words else 0.0
+
+
 def share_in(words: list[str], lang: str) -> float:
     """Share of ``words`` (``word_languages`` output) in language ``lang``; 1.0 if there are none."""
     target = normalize_language(lang)

@@ -6,7 +6,8 @@ splits), a prompt for an example, ``grade(example, completion) -> Grade``, and
 ``grade``, so what is trained and what is reported cannot drift apart.
 
 Reward (R1 §2.2.2, summed): accuracy_weight·correct + format_weight·format_ok
-(+ language_weight·language_consistency when language_weight > 0). R1 weighs accuracy and
+(+ language_weight·language consistency when language_weight > 0; reasoning without words earns
+0 there, ``rewards.language.language_reward``). R1 weighs accuracy and
 format equally; r1lab defaults format to 0.1 so that a well-formatted wrong answer is not
 worth half a right one (TinyZero does the same). Set ``format_weight=1.0`` for R1's choice.
 """
@@ -195,10 +196,10 @@ class Task:
         comps = {"accuracy": float(g.correct), **(extra or {}), "format": float(g.format_ok)}
         total = o.accuracy_weight * credit + o.format_weight * comps["format"]
         if o.language_weight > 0:
-            from r1lab.rewards.language import language_consistency
+            from r1lab.rewards.language import language_reward
 
             think = parse_response(completion, self.prompt_opens_think()).think
-            comps["language"] = language_consistency(think, lang or o.language)
+            comps["language"] = language_reward(think, lang or o.language)
             total += o.language_weight * comps["language"]
         if g.error:
             comps["grader_error"] = 1.0

@@ -79,7 +79,7 @@ def test_each_rl_stage_gets_its_language_weight(tmp_path, monkeypatch):
     monkeypatch.setattr(r1, "rejection_sft", lambda cfg, m2, base, d, device: done(d))
     monkeypatch.setattr(r1, "rl_stage", fake_rl)
     monkeypatch.setattr(r1, "held_out", lambda cfg, model, device: {"pass@1": 0.5})
-    for out, flags, want in (("a", {}, (0.2, 0.0)), ("b", {"final_language_weight": 0.3}, (0.2, 0.3))):
+    for out, flags, want in (("a", {}, (0.2, 0.2)), ("b", {"final_language_weight": 0.0}, (0.2, 0.0))):
         cfg = Config(output_dir=str(tmp_path / out), report_to="none", **flags)
         r1.run(cfg)
         assert (seen["2-reasoning-rl"][2], seen["4-all-rl"][2]) == want

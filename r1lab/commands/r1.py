@@ -16,8 +16,10 @@ The flow of ``run`` (R1 §2.3; ``../shared/DESIGN.md``, "R1 pipeline reference")
    (at most ``rs_max_per_prompt``), plus the non-reasoning mix (``non_reasoning`` of them: the
    answer with an empty think block) -> SFT of the **base** model (not of stage 2's).
 4. ``4-all-rl``: GRPO on every scenario (``final_task``, a mixture) at temperature
-   ``final_temperature`` (R1: 0.7), with ``final_language_weight`` · language consistency
-   (0 by default: R1 names the language reward for stage 2 only).
+   ``final_temperature`` (R1: 0.7), with ``final_language_weight`` · language consistency.
+   R1 names the language reward for stage 2 only; kept on here (0.2) because without it stage 4
+   undoes stage 2's consistency (docs/findings.md, session 14: mixed reasoning 0.035 after stage
+   2, 0.141 after stage 4 without the reward, 0.068 with it, pass@1 0.492 / 0.487).
 
 A stage whose ``summary.json`` exists is done and never redone; an unfinished one resumes from its
 checkpoint (its ``summary.json`` is written last, after the stage's evaluation). After each stage
@@ -73,7 +75,7 @@ class Config(RLSettings):
     task_options: list[str] = field(default_factory=list, metadata={
         "help": "task options KEY=VALUE, or MEMBER.KEY=VALUE for one task of a mixture (gsm8k.data=DIR)"})
     language_weight: float = field(default=0.2, metadata={"help": "stage 2: weight of the language-consistency reward"})
-    final_language_weight: float = field(default=0.0, metadata={
+    final_language_weight: float = field(default=0.2, metadata={
         "help": "stage 4: weight of the language-consistency reward (0 = none: accuracy + format only)"})
     output_dir: str = field(default="runs/r1", metadata={"help": "run directory (one folder per stage inside)"})
     cold_start_rows: int = field(default=2000, metadata={"help": "stage 1: clean worked solutions"})

@@ -362,8 +362,8 @@ def solution_of(example: dict) -> list[bool]:
     return [roles[x] for x in example["names"]]
 
 
-# the connectives of the published K&K sets (Logic-RL / "K-and-K", mem-kk-logic's lib_kk)
-KK_OPS = {"and": "and", "or": "or", "->": "implies", "<=>": "iff"}
+# the published K&K sets' names (Logic-RL / "K-and-K", mem-kk-logic's lib_kk) of two of OPS
+KK_OPS = {"->": "implies", "<=>": "iff"}
 
 
 def read_statements(value: Any, people: int) -> list[Statement] | None:
@@ -377,20 +377,20 @@ def read_statements(value: Any, people: int) -> list[Statement] | None:
     def conv(x: Any) -> Statement:
         if not isinstance(x, (list, tuple)) or not x:
             raise ValueError(x)
-        head = x[0]
-        if head in ("is",) and len(x) == 3:
+        head = KK_OPS.get(x[0], x[0]) if isinstance(x[0], str) else x[0]
+        if head == "is" and len(x) == 3:
             who, knight = x[1], x[2]
         elif head in ("telling-truth", "lying") and len(x) == 2:
             who, knight = x[1], head == "telling-truth"
         elif head == "not" and len(x) == 2:
             return ("not", conv(x[1]))
-        elif head in KK_OPS or head in OPS:
+        elif head in OPS:
             parts = [conv(p) for p in x[1:]]
             if len(parts) < 2 or (head not in ("and", "or") and len(parts) != 2):
                 raise ValueError(x)
             out = parts[0]
             for p in parts[1:]:
-                out = (KK_OPS.get(head, head), out, p)
+                out = (head, out, p)
             return out
         else:
             raise ValueError(x)

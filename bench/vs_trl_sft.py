@@ -80,9 +80,14 @@ job held both cores, ``--threads 1``, R = 32 rows/step, one process, tokens/s, n
                            r1lab micro_batch_tokens 4096: 4613 / 4784 (pad 9%), 2048: 4875 (6%)
 Random sampling pads half of every micro-batch (rows of 36-152 tokens), so it is not TRL's best;
 m=8 is the fastest TRL micro-batch (m=4 pays more per-pass overhead than padding it saves).
-r1lab's side: its defaults (``SFTSettings``: micro_batch_tokens 4096, i.e. length-sorted
-micro-batches of at most 4096 padded tokens; length buckets of 64 steps' rows); 2048 was within
-the noise of 4096, so the shipped default stays.
+r1lab's side: its defaults (``SFTSettings``: micro_batch_tokens 2048, i.e. length-sorted
+micro-batches of at most 2048 padded tokens; length buckets of 64 steps' rows). Session 15 (quiet
+VM, 2 threads, one process each): fp32 12,358 tok/s at peak 698 MiB with 2048 against 11,861 at
+798 MiB with 4096; bf16 15,193 / 642 MiB against 13,317 / 794 MiB, so 2048 became the default.
+Under bf16 the per-token layers run on a row count rounded up to 256 (``train.fasttrain.ROW_GRID``:
+oneDNN builds a kernel for every new matmul shape). TRL's ``--trl-pad-multiple`` does the same
+for its side (pad_to_multiple_of): session 15, m=8, pad 16: bf16 7,521 tok/s at 948 MiB, fp32
+7,236 at 750 MiB; without it bf16 5,373 at 1,966 MiB, fp32 7,380 at 748 MiB (one process each).
 
 Not equal, by design: which rows land in which step (r1lab: seeded shuffle, length-sorted
 chunks of 64 steps' rows — the whole default pool —, steps shuffled; TRL: random megabatches of
@@ -128,11 +133,13 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="processes per side (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores of this process)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--micro-batch-tokens", type=int, default=4096, help="r1lab: padded tokens per forward/backward "
+    p.add_argument("--micro-batch-tokens", type=int, default=2048, help="r1lab: padded tokens per forward/backward "
                    "(SFTSettings default)")
     p.add_argument("--trl-micro-batch", type=int, default=8,
                    help="TRL per_device_train_batch_size (gradient accumulation makes up --rows; 0 = --rows, one "
                         "pass); 8 was the fastest measured (module docstring)")
+    p.add_argument("--trl-pad-multiple", type=int, default=0,
+                   help="TRL: pad_to_multiple_of (0 = none); under bf16 it bounds oneDNN's distinct matmul shapes")
     p.add_argument("--trl-sampling", default="group_by_length", choices=["group_by_length", "random"],
                    help="TRL train_sampling_strategy")
     p.add_argument("--sides", default="r1lab,trl", help="which sides to run")
@@ -292,6 +299,7 @@ def side_trl(args, path: str, workdir: Path) -> dict:
         use_cpu=True, bf16=args.precision == "bf16", fp16=False, **no_ckpt,
         per_device_train_batch_size=mb, gradient_accumulation_steps=args.rows // mb,
         max_length=args.max_len, completion_only_loss=True, packing=False, padding_free=False,
+        pad_to_multiple_of=args.trl_pad_multiple or None,
         train_sampling_strategy=args.trl_sampling,
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch",
         adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, weight_decay=args.weight_decay, max_grad_norm=1.0,
@@ -380,7 +388,7 @@ def run_side(args, side: str, precision: str, log_dir: Path, rep: int) -> dict:
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--lr", str(args.lr),
            "--weight-decay", str(args.weight_decay), "--threads", str(args.threads), "--seed", str(args.seed),
            "--micro-batch-tokens", str(args.micro_batch_tokens), "--trl-micro-batch", str(args.trl_micro_batch),
-           "--trl-sampling", args.trl_sampling] + (["--system-malloc"] if args.system_malloc else [])
+           "--trl-sampling", args.trl_sampling, "--trl-pad-multiple", str(args.trl_pad_multiple)] + (["--system-malloc"] if args.system_malloc else [])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([common.ROOT, os.environ.get("PYTHONPATH", "")]))
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=common.ROOT)
@@ -459,12 +467,19 @@ def main(argv=None) -> None:
     for pr in precisions:
         if f"r1lab {pr}" in by and f"trl {pr}" in by:
             print(f"same precision, {pr}: r1lab/trl tokens_per_s {by[f'r1lab {pr}']['tokens_per_s'] / by[f'trl {pr}']['tokens_per_s']:.2f}x")
+    paired = None
     if len(best) == 2:
         ratio = best["r1lab"]["tokens_per_s"] / best["trl"]["tokens_per_s"]
         print(f"each side's fastest: {best['r1lab']['side']} against {best['trl']['side']}; peak RSS "
               f"{best['r1lab']['peak_rss_mib']:.0f} against {best['trl']['peak_rss_mib']:.0f} MiB")
+        # the same two arms repeat by repeat (their processes ran minutes apart at most): robust to the host's drift
+        a, b = (best[k]["per_run_tokens_per_s"] for k in ("r1lab", "trl"))
+        paired = [x / y for x, y in zip(a, b)]
+        print("per-repeat ratios of those arms: " + ", ".join(f"{r:.2f}x" for r in paired)
+              + f"; median {common.median(paired):.2f}x")
     common.print_json("vs_trl_sft", {"args": vars(args), "machine": common.machine(), "trl_version": trl_version,
-                                     "sides": by, "ratio_r1lab_over_trl_tokens_per_s": ratio})
+                                     "sides": by, "ratio_r1lab_over_trl_tokens_per_s": ratio,
+                                     "per_repeat_ratios": paired})
     if ratio is not None:
         common.print_ratio("r1lab/trl tokens_per_s (each at its fastest precision)", ratio)
     else:

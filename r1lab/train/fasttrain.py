@@ -45,6 +45,27 @@ def supported(model) -> bool:
     return float(getattr(model.config, "attention_dropout", 0.0) or 0.0) == 0.0
 
 
+ROW_GRID = 256
+
+
+def _row_grid(x: torch.Tensor) -> int:
+    """Rows to round the token matrix up to: ``ROW_GRID`` under CPU bf16 autocast, else 0 (none).
+
+    CPU bf16 matmuls run on oneDNN, which builds a kernel (a "primitive", ~5 ms and ~1.5 MB
+    cached) for every new (M, K, N); bucketed micro-batches make M = n·L new nearly every time,
+    so without a grid the build costs ~10× the matmul and the cache grows to ~1 GB. fp32
+    matmuls (MKL) have no such cost, so they are not padded."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        return ROW_GRID
+    return 0
+
+
+def _pad_rows(t: torch.Tensor, pad: int) -> torch.Tensor:
+    """(M, d) -> (M + pad, d) with zero rows after (``t`` itself when pad is 0). Zero rows stay
+    finite through norms and MLPs and never reach the loss, so they add nothing to any gradient."""
+    return F.pad(t, (0, 0, 0, pad)) if pad else t
+
+
 class _Lean:
     """The decoder stack of a Llama-family model as a function of (hidden, positions, keys before)."""
 
@@ -57,17 +78,22 @@ class _Lean:
         """x (n, L, d), pos (n, L); past: per layer (K, V) (n, H_kv, S, D) that every position sees
         before its own causal keys; bias: (n, 1, L, S + L) additive mask, or None for plain causal.
         Returns (hidden before the final norm (n, L, d), [(K, V)] of these L positions per layer)."""
-        n, L, _ = x.shape
+        n, L, d = x.shape
         h, kvh, hd = self.heads, self.kv_heads, self.head_dim
         cos, sin = fastdecode.signed_rope(*self.inner.rotary_emb(x, pos), hd)  # (n, L, D): the model's own table
         cos, sin = cos[:, None], sin[:, None]
+        rows, grid = n * L, _row_grid(x)
+        pad = -rows % grid if grid else 0
+        x = _pad_rows(x.reshape(rows, d), pad)  # (n·L + pad, d): the per-token layers see few distinct shapes
         kv_out = []
         for i, layer in enumerate(self.inner.layers):
             attn = layer.self_attn
             y = fastdecode.fused_norm(layer.input_layernorm)(x)
-            q = attn.q_proj(y).view(n, L, h, hd)
-            k = attn.k_proj(y).view(n, L, kvh, hd)
-            v = attn.v_proj(y).view(n, L, kvh, hd).transpose(1, 2)
+            if grid:  # cast once for q, k and v (autocast would cast y for each)
+                y = y.to(torch.bfloat16)
+            q = attn.q_proj(y)[:rows].view(n, L, h, hd)
+            k = attn.k_proj(y)[:rows].view(n, L, kvh, hd)
+            v = attn.v_proj(y)[:rows].view(n, L, kvh, hd).transpose(1, 2)
             if hasattr(attn, "q_norm"):  # Qwen3: per-head norms before RoPE
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k, v = q.transpose(1, 2).to(x.dtype), k.transpose(1, 2).to(x.dtype), v.to(x.dtype)  # fp32 under bf16 autocast
@@ -79,9 +105,10 @@ class _Lean:
             with torch.autocast(x.device.type, enabled=False):  # attention in fp32: bf16's backward is slow on CPU
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None,
                                                    scale=attn.scaling, enable_gqa=kvh != h)
-            x = x + attn.o_proj(o.transpose(1, 2).reshape(n, L, h * hd))
-            x = x + layer.mlp(fastdecode.fused_norm(layer.post_attention_layernorm)(x))
-        return x, kv_out
+            x = x + attn.o_proj(_pad_rows(o.transpose(1, 2).reshape(rows, h * hd), pad))
+            z = fastdecode.fused_norm(layer.post_attention_layernorm)(x)
+            x = x + layer.mlp(z.to(torch.bfloat16) if grid else z)
+        return x[:rows].view(n, L, d), kv_out
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(fastdecode.fused_norm(self.inner.norm)(hidden))

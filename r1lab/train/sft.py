@@ -182,7 +182,7 @@ def rank_batches(rows: list[SFTExample], pad_id: int, device, max_tokens: int, m
 
 
 def sft_step(model, optimizer: torch.optim.Optimizer, rows: list[SFTExample], pad_id: int, lr: float,
-             micro_batch_tokens: int = 4096, grad_clip: float = 1.0, bf16: bool = False) -> dict[str, float]:
+             micro_batch_tokens: int = 2048, grad_clip: float = 1.0, bf16: bool = False) -> dict[str, float]:
     """One optimizer step on ``rows`` (see the module docstring for the loss); returns
     loss, tokens, grad_norm; a non-finite loss or gradient skips the step (``skipped`` = 1).
     ``bf16``: mixed precision (``response_nll``); the weights and AdamW stay fp32.
@@ -223,7 +223,7 @@ def sft_step(model, optimizer: torch.optim.Optimizer, rows: list[SFTExample], pa
 
 
 @torch.no_grad()
-def evaluate_nll(model, examples: list[SFTExample], pad_id: int, micro_batch_tokens: int = 4096) -> dict[str, float]:
+def evaluate_nll(model, examples: list[SFTExample], pad_id: int, micro_batch_tokens: int = 2048) -> dict[str, float]:
     """Held-out response-token loss and perplexity."""
     was = model.training
     model.eval()

@@ -43,7 +43,7 @@ class SFTSettings(lora.LoraFields):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     tokens_per_step: int = field(default=8192, metadata={"help": "tokens (prompt + response) per optimizer step"})
-    micro_batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward/backward"})
+    micro_batch_tokens: int = field(default=2048, metadata={"help": "padded tokens per forward/backward"})
     precision: str = field(default="fp32", metadata={
         "help": "fp32 | bf16: the training forward/backward's matmuls in bf16 (autocast); weights, optimizer, "
                 "attention, norms and the loss stay fp32 (~1.3x faster on CPUs with AMX or AVX-512 bf16)"})

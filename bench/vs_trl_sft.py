@@ -2,6 +2,7 @@
 
     pip install 'trl>=0.14'        # benchmark-only extra (r1lab[bench]); measured with trl 1.16.0
     python bench/vs_trl_sft.py     # shipped base, 2048 countdown demonstrations, 64 rows/step, one epoch
+    python bench/vs_trl_sft.py --repeats 3 --pool 4096 --warmup 16   # the steady state (session 15's 2.19x)
     python bench/vs_trl_sft.py --rows 8 --pool 64 --steps 2 --repeats 1 --trl-micro-batch 4   # a smoke run
 
 What it measures: training tokens per second (real prompt + response tokens of a step, padding

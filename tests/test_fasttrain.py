@@ -118,17 +118,24 @@ def test_all_rows_skipped_still_steps_adamw_on_a_zero_gradient():
             assert int(opt.state[p]["step"]) == 1
 
 
+def _sft_batch(seed: int, shapes) -> tuple[torch.Tensor, torch.Tensor]:
+    """collate() of SFT rows with random tokens: (prompt length, response length) per row."""
+    from r1lab.train.sft import SFTExample, collate
+
+    g = torch.Generator().manual_seed(seed)
+    rows = [SFTExample(torch.randint(2, 61, (p,), generator=g).tolist(), torch.randint(2, 61, (r,), generator=g).tolist())
+            for p, r in shapes]
+    return collate(rows, pad_id=0)
+
+
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_sft_response_nll_and_grads_equal_the_models_own_forward(name):
     """SFT's fast loss (logits on response positions only, fused norms) against the plain one:
     right-padded rows of different lengths, prompts of different lengths."""
-    from r1lab.train.sft import SFTExample, collate, response_nll, response_nll_reference
+    from r1lab.train.sft import response_nll, response_nll_reference
 
     model = _tiny(name.split("_")[0], **FAMILIES[name]).train()
-    g = torch.Generator().manual_seed(1)
-    rows = [SFTExample(torch.randint(2, 61, (p,), generator=g).tolist(), torch.randint(2, 61, (r,), generator=g).tolist())
-            for p, r in ((3, 5), (6, 1), (2, 9), (5, 4))]
-    ids, mask = collate(rows, pad_id=0)
+    ids, mask = _sft_batch(1, ((3, 5), (6, 1), (2, 9), (5, 4)))
     assert 0 < mask.sum() < mask.numel()  # pads and prompt positions are left out
     results = []
     for fn in (response_nll_reference, response_nll):
@@ -146,13 +153,10 @@ def test_sft_response_nll_and_grads_equal_the_models_own_forward(name):
 def test_sft_bf16_autocast_stays_close_to_fp32():
     """Mixed precision (bf16 matmuls, fp32 weights/attention/loss): the loss within 1%, and every
     gradient pointing the same way as fp32's (cosine > 0.99); the weights stay fp32."""
-    from r1lab.train.sft import SFTExample, collate, response_nll
+    from r1lab.train.sft import response_nll
 
     model = _tiny("qwen2", **FAMILIES["qwen2"]).train()
-    g = torch.Generator().manual_seed(2)
-    rows = [SFTExample(torch.randint(2, 61, (p,), generator=g).tolist(), torch.randint(2, 61, (r,), generator=g).tolist())
-            for p, r in ((4, 12), (7, 6), (3, 10))]
-    ids, mask = collate(rows, pad_id=0)
+    ids, mask = _sft_batch(2, ((4, 12), (7, 6), (3, 10)))
     out = []
     for bf16 in (False, True):
         model.zero_grad()
@@ -173,13 +177,10 @@ def test_bf16_row_grid_pads_the_token_matrix_and_changes_nothing(monkeypatch):
     rows, so oneDNN sees few distinct matmul shapes): the loss and gradients equal the unpadded
     bf16 run's to bf16 rounding; fp32 is never padded."""
     from r1lab.train import fasttrain
-    from r1lab.train.sft import SFTExample, collate, response_nll
+    from r1lab.train.sft import response_nll
 
     model = _tiny("qwen2", **FAMILIES["qwen2"]).train()
-    g = torch.Generator().manual_seed(3)
-    rows = [SFTExample(torch.randint(2, 61, (p,), generator=g).tolist(), torch.randint(2, 61, (r,), generator=g).tolist())
-            for p, r in ((4, 9), (6, 5), (2, 11))]
-    ids, mask = collate(rows, pad_id=0)
+    ids, mask = _sft_batch(3, ((4, 9), (6, 5), (2, 11)))
     seen = []
     pad_rows = fasttrain._pad_rows
     monkeypatch.setattr(fasttrain, "_pad_rows", lambda t, pad: (seen.append((t.shape[0], pad)), pad_rows(t, pad))[1])

@@ -1,8 +1,8 @@
 """SFT: r1lab's ``sft_step`` vs TRL's ``SFTTrainer``, same model, rows, lengths, step size and optimizer.
 
     pip install 'trl>=0.14'        # benchmark-only extra (r1lab[bench]); measured with trl 1.16.0
-    python bench/vs_trl_sft.py     # shipped base, 2048 countdown demonstrations, 64 rows/step, one epoch
-    python bench/vs_trl_sft.py --repeats 3 --pool 4096 --warmup 16   # the steady state (session 15's 2.19x)
+    python bench/vs_trl_sft.py     # shipped base, 4096 countdown demonstrations, 64 rows/step, 16 warm-up steps + the rest of one epoch
+    python bench/vs_trl_sft.py --pool 2048 --warmup 1   # sessions 10-14's setting: first-step costs included
     python bench/vs_trl_sft.py --rows 8 --pool 64 --steps 2 --repeats 1 --trl-micro-batch 4   # a smoke run
 
 What it measures: training tokens per second (real prompt + response tokens of a step, padding
@@ -45,9 +45,9 @@ Held equal (r1lab sft_step ⇔ TRL SFTConfig):
                  r1lab's step is a token budget (tokens_per_step): ``batches`` fills a step with
                  length-sorted rows and closes it before the row that would overflow it, so a
                  budget of exactly R · mean falls short by about half a row a step and makes one
-                 step more per epoch (defaults: 33 steps of 4342 tokens, not 32 of 4478). The
+                 step more per epoch (pool 2048: 33 steps of 4342 tokens, not 32 of 4478). The
                  budget used is the smallest whose epoch plan over the pool averages at least
-                 R · mean tokens per step (defaults: 4513): both sides then cut the pool into the
+                 R · mean tokens per step (pool 2048: 4513; 4096: 4560): both sides then cut the pool into the
                  same pool / R steps of the same mean size. Measured tokens and rows per step
                  of each side are printed
   timed rows     ``--steps 0`` (default): every step of one epoch over the pool after the warm-up,
@@ -124,11 +124,12 @@ def parse_args(argv=None):
     p.add_argument("--model", default="", help="model dir or hub id ('' = r1lab's shipped base)")
     p.add_argument("--rows", type=int, default=64, help="R: rows per optimizer step (TRL); r1lab's token budget "
                    "is set to match R · mean length")
-    p.add_argument("--pool", type=int, default=2048, help="rows in the data set both sides sample their steps from")
+    p.add_argument("--pool", type=int, default=4096, help="rows in the data set both sides sample their steps from")
     p.add_argument("--max-len", type=int, default=1024, help="longest prompt + response (max_length)")
     p.add_argument("--steps", type=int, default=0, help="timed steps per process (0 = the rest of one epoch of "
                    "--pool after the warm-up: both sides then time nearly the same rows)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (>= 1)")
+    p.add_argument("--warmup", type=int, default=16, help="untimed steps first (>= 1); 16 (session 15): the steady "
+                   "state, after r1lab's bf16 kernels for each row count are built (1 step: 1.63x instead of 2.19x)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--repeats", type=int, default=3, help="processes per side (median reported)")

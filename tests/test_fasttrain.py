@@ -204,3 +204,25 @@ def test_bf16_row_grid_pads_the_token_matrix_and_changes_nothing(monkeypatch):
     monkeypatch.setattr(fasttrain, "ROW_GRID", 256)
     response_nll(model, ids, mask, bf16=False)
     assert seen and all(pad == 0 for _, pad in seen)  # fp32 (MKL) is not padded
+
+
+def test_hand_written_rms_norm_matches_f_rms_norm_and_hand_numbers():
+    """``_RMSNorm`` (CPU training path): x = [3, 4], w = [1, 2], ε = 0 → r = 1/√12.5, y = [3r, 8r];
+    and values and both gradients equal ``F.rms_norm``'s on random (2, 3, 8) rows."""
+    from r1lab.train.fasttrain import _RMSNorm
+
+    y = _RMSNorm.apply(torch.tensor([[3.0, 4.0]]), torch.tensor([1.0, 2.0]), 0.0)
+    r = 1 / 12.5 ** 0.5
+    assert torch.allclose(y, torch.tensor([[3 * r, 8 * r]]))
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 8, generator=g)
+    w = 1 + 0.1 * torch.randn(8, generator=g)
+    up = torch.randn(2, 3, 8, generator=g)
+    out = []
+    for fn in (lambda a, b: F.rms_norm(a, (8,), b, 1e-6), lambda a, b: _RMSNorm.apply(a, b, 1e-6)):
+        a, b = x.clone().requires_grad_(), w.clone().requires_grad_()
+        yy = fn(a, b)
+        yy.backward(up)
+        out.append((yy.detach(), a.grad, b.grad))
+    for ref, mine in zip(*out):
+        assert torch.allclose(mine, ref, atol=1e-5, rtol=1e-5)

@@ -60,6 +60,39 @@ def _row_grid(x: torch.Tensor) -> int:
     return 0
 
 
+class _RMSNorm(torch.autograd.Function):
+    """y = x̂ · w with x̂ = x · r, r = (mean(x²) + ε)^−½ over the last dim, and its backward by hand:
+
+        ∂L/∂w = Σ_rows g · x̂        ∂L/∂x = r · (g·w − x̂ · mean(g·w · x̂))
+
+    On CPU ``F.rms_norm``'s backward is autograd through six ops (pow, mean, add, rsqrt, mul,
+    mul); this one saves x̂ and r and runs in about two thirds of the time (2,048 × 192, fwd +
+    bwd, 2 threads: 1.1–1.6 against 1.9–2.5 ms). Tested against ``F.rms_norm``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        xhat = x * r
+        ctx.save_for_backward(xhat, r, w)
+        return xhat * w
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        xhat, r, w = ctx.saved_tensors
+        gw = (g * xhat).reshape(-1, xhat.shape[-1]).sum(0)
+        gx = g * w
+        return r * (gx - xhat * (gx * xhat).mean(-1, keepdim=True)), gw, None
+
+
+def _norm(mod):
+    """The model's RMSNorm: ``_RMSNorm`` on CPU with gradients, else ``fastdecode.fused_norm``."""
+    fused = fastdecode.fused_norm(mod)
+    if fused is mod or not torch.is_grad_enabled() or mod.weight.device.type != "cpu":
+        return fused
+    return lambda x: _RMSNorm.apply(x, mod.weight, mod.variance_epsilon)
+
+
+
 def _pad_rows(t: torch.Tensor, pad: int) -> torch.Tensor:
     """(M, d) -> (M + pad, d) with zero rows after (``t`` itself when pad is 0). Zero rows stay
     finite through norms and MLPs and never reach the loss, so they add nothing to any gradient."""
@@ -88,7 +121,7 @@ class _Lean:
         kv_out = []
         for i, layer in enumerate(self.inner.layers):
             attn = layer.self_attn
-            y = fastdecode.fused_norm(layer.input_layernorm)(x)
+            y = _norm(layer.input_layernorm)(x)
             if grid:  # cast once for q, k and v (autocast would cast y for each)
                 y = y.to(torch.bfloat16)
             q = attn.q_proj(y)[:rows].view(n, L, h, hd)
@@ -106,12 +139,12 @@ class _Lean:
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None,
                                                    scale=attn.scaling, enable_gqa=kvh != h)
             x = x + attn.o_proj(_pad_rows(o.transpose(1, 2).reshape(rows, h * hd), pad))
-            z = fastdecode.fused_norm(layer.post_attention_layernorm)(x)
+            z = _norm(layer.post_attention_layernorm)(x)
             x = x + layer.mlp(z.to(torch.bfloat16) if grid else z)
         return x[:rows].view(n, L, d), kv_out
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(fastdecode.fused_norm(self.inner.norm)(hidden))
+        return self.model.lm_head(_norm(self.inner.norm)(hidden))
 
 
 def response_nll(model, ids: torch.Tensor, mask: torch.Tensor, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

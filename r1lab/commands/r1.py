@@ -198,7 +198,7 @@ def sft_on(cfg: Config, src: str, rows: list[dict], d: Path, device: str) -> dic
     model = load_model(start, device=device).train()
     examples, _ = tokenize(rows, tok, "raw", 4 * cfg.max_new_tokens + 512)
     s = SFTSettings(epochs=cfg.sft_epochs, lr=cfg.sft_lr, warmup=cfg.warmup, tokens_per_step=cfg.tokens_per_step,
-                    micro_batch_tokens=cfg.micro_batch_tokens or 2048, save_every=cfg.save_every, resume=True,
+                    micro_batch_tokens=cfg.micro_batch_tokens or SFTSettings.micro_batch_tokens, save_every=cfg.save_every, resume=True,
                     report_to=cfg.report_to, seed=cfg.seed, eval_every=0, parallel=cfg.parallel)
     return fit(model, tok, examples, [], s, d, ckpt, to_dict(cfg), desc=d.name)
 

@@ -92,7 +92,6 @@ def _norm(mod):
     return lambda x: _RMSNorm.apply(x, mod.weight, mod.variance_epsilon)
 
 
-
 def _pad_rows(t: torch.Tensor, pad: int) -> torch.Tensor:
     """(M, d) -> (M + pad, d) with zero rows after (``t`` itself when pad is 0). Zero rows stay
     finite through norms and MLPs and never reach the loss, so they add nothing to any gradient."""

@@ -46,7 +46,7 @@ class SFTSettings(lora.LoraFields):
     micro_batch_tokens: int = field(default=2048, metadata={"help": "padded tokens per forward/backward"})
     precision: str = field(default="fp32", metadata={
         "help": "fp32 | bf16: the training forward/backward's matmuls in bf16 (autocast); weights, optimizer, "
-                "attention, norms and the loss stay fp32 (~1.3x faster on CPUs with AMX or AVX-512 bf16)"})
+                "attention, norms and the loss stay fp32 (~1.5x faster per step on a CPU with AMX; docs/performance.md)"})
     eval_every: int = field(default=50, metadata={"help": "held-out loss every N steps (0 = start and end)"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every N steps"})
     max_bad_steps: int = field(default=5, metadata={"help": "stop after this many non-finite steps in a row"})
